@@ -1,0 +1,100 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use selector_spi::{
+    DataPlaneInstance, DataPlaneInstanceStore, DataPlaneRegistration, DataPlaneSelector,
+    SelectionContext, SelectionRequest, SelectorError, SelectorResult, StrategyRegistry,
+};
+
+/// The default selector: filter by `can_handle`, let the strategy choose, record the choice.
+#[derive(Debug, Clone)]
+pub struct DefaultDataPlaneSelector {
+    store: Arc<dyn DataPlaneInstanceStore>,
+    strategies: Arc<StrategyRegistry>,
+}
+
+impl DefaultDataPlaneSelector {
+    /// A selector over `store` choosing with `strategies`.
+    pub fn new(store: Arc<dyn DataPlaneInstanceStore>, strategies: StrategyRegistry) -> Self {
+        Self {
+            store,
+            strategies: Arc::new(strategies),
+        }
+    }
+
+    /// The store behind this selector.
+    pub fn store(&self) -> &Arc<dyn DataPlaneInstanceStore> {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl DataPlaneSelector for DefaultDataPlaneSelector {
+    async fn select(&self, request: &SelectionRequest) -> SelectorResult<DataPlaneInstance> {
+        request.validate()?;
+        // Resolve first: an unknown strategy is the caller's mistake whatever the instances.
+        let strategy = self.strategies.resolve(request.strategy.as_deref())?;
+        let candidates: Vec<DataPlaneInstance> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .filter(|instance| instance.can_handle(request))
+            .collect();
+        if candidates.is_empty() {
+            return Err(SelectorError::NoMatch(request.to_string()));
+        }
+        let chosen = strategy
+            .select(
+                &candidates,
+                request,
+                SelectionContext::new(self.store.as_ref()),
+            )
+            .await?
+            .ok_or_else(|| SelectorError::NoMatch(request.to_string()))?;
+        if !candidates.iter().any(|c| c.id == chosen) {
+            return Err(SelectorError::Internal(format!(
+                "strategy '{}' chose '{chosen}', which is not a candidate",
+                strategy.name()
+            )));
+        }
+        let instance = self.store.record_selection(chosen.as_str()).await?;
+        tracing::debug!(instance = %instance.id, strategy = strategy.name(), "data plane selected");
+        Ok(instance)
+    }
+
+    async fn add(&self, registration: &DataPlaneRegistration) -> SelectorResult<DataPlaneInstance> {
+        registration.validate()?;
+        self.store.create(registration).await
+    }
+
+    async fn register(
+        &self,
+        registration: &DataPlaneRegistration,
+    ) -> SelectorResult<(DataPlaneInstance, bool)> {
+        registration.validate_dps()?;
+        self.store.upsert(registration).await
+    }
+
+    async fn get(&self, id: &str) -> SelectorResult<DataPlaneInstance> {
+        self.store
+            .find(id)
+            .await?
+            .ok_or_else(|| SelectorError::NotFound { id: id.to_owned() })
+    }
+
+    async fn list(&self) -> SelectorResult<Vec<DataPlaneInstance>> {
+        self.store.list().await
+    }
+
+    async fn remove(&self, id: &str) -> SelectorResult<()> {
+        self.store.delete(id).await
+    }
+
+    fn strategies(&self) -> (Vec<String>, String) {
+        (
+            self.strategies.names(),
+            self.strategies.default_name().to_owned(),
+        )
+    }
+}

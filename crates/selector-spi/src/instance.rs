@@ -1,0 +1,365 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{SelectionRequest, SelectorError, SelectorResult};
+
+/// Longest accepted data-plane id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Identifier of a data-plane instance (the DPS `dataplaneId`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DataPlaneId(String);
+
+impl DataPlaneId {
+    /// Wraps an id; see [`DataPlaneId::validate`] for the rules the API enforces.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks that the id is non-blank, at most [`MAX_ID_LEN`] bytes and free of control
+    /// characters and `/` (ids appear in URL paths).
+    ///
+    /// # Errors
+    /// [`SelectorError::InvalidInput`] naming the rule that failed.
+    pub fn validate(&self) -> SelectorResult<()> {
+        let id = &self.0;
+        if id.trim().is_empty() {
+            return Err(SelectorError::InvalidInput(
+                "dataplaneId must not be blank".into(),
+            ));
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(SelectorError::InvalidInput(format!(
+                "dataplaneId is longer than {MAX_ID_LEN} bytes"
+            )));
+        }
+        if id.chars().any(|c| c.is_control() || c == '/') {
+            return Err(SelectorError::InvalidInput(format!(
+                "dataplaneId '{}' contains a control character or '/'",
+                id.escape_debug()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for DataPlaneId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for DataPlaneId {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Lifecycle of an instance as the selector sees it.
+///
+/// Only `REGISTERED` and `AVAILABLE` instances are offered by [`DataPlaneInstance::can_handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceState {
+    /// Known, not yet confirmed alive; selectable.
+    #[default]
+    Registered,
+    /// Confirmed alive; selectable.
+    Available,
+    /// Known but currently not reachable; not selectable.
+    Unavailable,
+    /// Withdrawn by its operator; not selectable.
+    Unregistered,
+}
+
+impl InstanceState {
+    /// The wire name (`REGISTERED`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "REGISTERED",
+            Self::Available => "AVAILABLE",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Unregistered => "UNREGISTERED",
+        }
+    }
+
+    /// Parses a wire name, case-insensitively.
+    ///
+    /// # Errors
+    /// [`SelectorError::InvalidInput`] for an unknown name.
+    pub fn parse(value: &str) -> SelectorResult<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "REGISTERED" => Ok(Self::Registered),
+            "AVAILABLE" => Ok(Self::Available),
+            "UNAVAILABLE" => Ok(Self::Unavailable),
+            "UNREGISTERED" => Ok(Self::Unregistered),
+            _ => Err(SelectorError::InvalidInput(format!(
+                "unknown instance state '{value}'; known states: REGISTERED, AVAILABLE, UNAVAILABLE, UNREGISTERED"
+            ))),
+        }
+    }
+
+    /// Whether instances in this state may be selected.
+    pub fn is_selectable(self) -> bool {
+        matches!(self, Self::Registered | Self::Available)
+    }
+}
+
+/// The DPS `AuthorizationEntry`: how a control plane authenticates to the data plane.
+///
+/// Unknown fields are kept, so profiles beyond `oauth2_client_credentials` round-trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationEntry {
+    /// The authorization profile, e.g. `oauth2_client_credentials` or `none`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Token endpoint of the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// Client id of the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Client secret of the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Any other field of the entry.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One data-plane instance known to the selector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneInstance {
+    /// Unique id (the DPS `dataplaneId`).
+    pub id: DataPlaneId,
+    /// Base URL of the instance's DPS signaling API.
+    pub endpoint: String,
+    /// DPS transfer profiles it supports. Empty means "any profile".
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Source types it can read. Empty means "any source type".
+    #[serde(default)]
+    pub allowed_source_types: Vec<String>,
+    /// Labels; a request's labels must all be present.
+    #[serde(default)]
+    pub labels: BTreeSet<String>,
+    /// Free, extensible properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, serde_json::Value>,
+    /// How a control plane authenticates to this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationEntry>,
+    /// How often it was selected.
+    #[serde(default)]
+    pub turn_count: u64,
+    /// When it was last selected (store clock); absent when never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active: Option<DateTime<Utc>>,
+    /// Lifecycle state.
+    #[serde(default)]
+    pub state: InstanceState,
+    /// When it was first registered (store clock).
+    pub created_at: DateTime<Utc>,
+    /// When its definition or state last changed (store clock).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DataPlaneInstance {
+    /// Builds a fresh instance (never selected) from a validated registration.
+    pub fn from_registration(registration: &DataPlaneRegistration, now: DateTime<Utc>) -> Self {
+        Self {
+            id: registration.dataplane_id.clone(),
+            endpoint: registration.endpoint.clone(),
+            profiles: registration.profiles.clone(),
+            allowed_source_types: registration.allowed_source_types.clone(),
+            labels: registration.labels.iter().cloned().collect(),
+            properties: registration.properties.clone(),
+            authorization: registration.authorization.clone(),
+            turn_count: 0,
+            last_active: None,
+            state: registration.state.unwrap_or_default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Replaces the definition (endpoint, profiles, labels, ...) with a new registration,
+    /// keeping the selection statistics and creation time.
+    ///
+    /// A re-registration revives an `UNREGISTERED` instance; otherwise the state is kept unless
+    /// the registration names one.
+    pub fn apply_registration(&mut self, registration: &DataPlaneRegistration, now: DateTime<Utc>) {
+        let created_at = self.created_at;
+        let turn_count = self.turn_count;
+        let last_active = self.last_active;
+        let state = match (registration.state, self.state) {
+            (Some(state), _) => state,
+            (None, InstanceState::Unregistered) => InstanceState::Registered,
+            (None, state) => state,
+        };
+        *self = Self::from_registration(registration, now);
+        self.created_at = created_at;
+        self.turn_count = turn_count;
+        self.last_active = last_active;
+        self.state = state;
+    }
+
+    /// Whether this instance can run a transfer described by `request`: it is selectable,
+    /// supports the profile, accepts the source type and carries every requested label.
+    pub fn can_handle(&self, request: &SelectionRequest) -> bool {
+        if !self.state.is_selectable() {
+            return false;
+        }
+        if !self.profiles.is_empty() && !self.profiles.iter().any(|p| p == &request.profile) {
+            return false;
+        }
+        if let Some(source_type) = &request.source_type {
+            if !self.allowed_source_types.is_empty()
+                && !self.allowed_source_types.iter().any(|t| t == source_type)
+            {
+                return false;
+            }
+        }
+        request.labels.is_subset(&self.labels)
+    }
+}
+
+/// The DPS `DataPlaneRegistrationMessage` (`PUT /dataplanes`), plus dpf's optional extensions
+/// (`allowedSourceTypes`, `properties`, `state`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneRegistration {
+    /// Unique id of the data plane (`id` is accepted as an alias).
+    #[serde(alias = "id")]
+    pub dataplane_id: DataPlaneId,
+    /// Base URL of the data plane's signaling API; must be an absolute http(s) URL.
+    pub endpoint: String,
+    /// Supported transfer profiles.
+    pub profiles: Vec<String>,
+    /// Authorization entry (required by DPS for `PUT`, optional for `POST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationEntry>,
+    /// Labels of the data plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// dpf extension: accepted source types (empty = any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_source_types: Vec<String>,
+    /// dpf extension: free properties.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, serde_json::Value>,
+    /// dpf extension: initial or new state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+}
+
+impl DataPlaneRegistration {
+    /// A registration with just an id, an endpoint and profiles.
+    pub fn new(id: impl Into<String>, endpoint: impl Into<String>, profiles: Vec<String>) -> Self {
+        Self {
+            dataplane_id: DataPlaneId::new(id),
+            endpoint: endpoint.into(),
+            profiles,
+            authorization: None,
+            labels: Vec::new(),
+            allowed_source_types: Vec::new(),
+            properties: BTreeMap::new(),
+            state: None,
+        }
+    }
+
+    /// Adds labels (builder style).
+    pub fn with_labels<I, S>(mut self, labels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.labels.extend(labels.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds accepted source types (builder style).
+    pub fn with_source_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_source_types
+            .extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Checks every field rule: a valid id, an absolute `http`/`https` endpoint URL, no blank
+    /// profile, label or source type.
+    ///
+    /// # Errors
+    /// [`SelectorError::InvalidInput`] naming the offending field.
+    pub fn validate(&self) -> SelectorResult<()> {
+        self.dataplane_id.validate()?;
+        match url::Url::parse(&self.endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            Ok(url) => {
+                return Err(SelectorError::InvalidInput(format!(
+                    "endpoint '{}' must be an http or https URL with a host (scheme was '{}')",
+                    self.endpoint,
+                    url.scheme()
+                )))
+            }
+            Err(error) => {
+                return Err(SelectorError::InvalidInput(format!(
+                    "endpoint '{}' is not a URL: {error}",
+                    self.endpoint
+                )))
+            }
+        }
+        for (field, values) in [
+            ("profiles", &self.profiles),
+            ("labels", &self.labels),
+            ("allowedSourceTypes", &self.allowed_source_types),
+        ] {
+            if values.iter().any(|v| v.trim().is_empty()) {
+                return Err(SelectorError::InvalidInput(format!(
+                    "{field} must not contain blank entries"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate) plus the DPS rule for `PUT /dataplanes`: an
+    /// `authorization` entry with a `type` is mandatory (`{"type":"none"}` for none).
+    ///
+    /// # Errors
+    /// [`SelectorError::InvalidInput`] naming the offending field.
+    pub fn validate_dps(&self) -> SelectorResult<()> {
+        self.validate()?;
+        match &self.authorization {
+            Some(auth) if auth.kind.as_deref().is_some_and(|t| !t.trim().is_empty()) => Ok(()),
+            Some(_) => Err(SelectorError::InvalidInput(
+                "authorization.type is required (use {\"type\":\"none\"} for none)".into(),
+            )),
+            None => Err(SelectorError::InvalidInput(
+                "missing field `authorization` (a DataPlaneRegistrationMessage requires it; use {\"type\":\"none\"} for none)".into(),
+            )),
+        }
+    }
+
+    /// An authorization entry of type `none`.
+    pub fn no_authorization() -> AuthorizationEntry {
+        AuthorizationEntry {
+            kind: Some("none".into()),
+            ..AuthorizationEntry::default()
+        }
+    }
+}
