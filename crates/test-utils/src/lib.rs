@@ -38,8 +38,10 @@
 
 mod postgres;
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 pub use postgres::{postgres_database, TestDatabase};
 
@@ -51,12 +53,27 @@ const WAIT_FOR_POLL: Duration = Duration::from_millis(10);
 /// The port is found by binding port 0 and reading the port the OS picked; the socket is closed
 /// before returning, so another process could in principle take the port in between. Bind it
 /// soon.
+///
+/// The probe socket has `SO_REUSEADDR` set and is never put into the listening state. This
+/// matters in tests: while another thread of the test process spawns a child (e.g. `psql`), the
+/// child briefly holds copies of all the parent's sockets until it execs, so a closed *listening*
+/// probe could still occupy the port when the caller binds it. A bound, non-listening
+/// `SO_REUSEADDR` socket does not stop a later `SO_REUSEADDR` bind and listen (which is what
+/// `std`, Tokio, actix and PostgreSQL do).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .expect("test-utils: cannot create a TCP socket");
+    socket
+        .set_reuse_address(true)
+        .expect("test-utils: cannot set SO_REUSEADDR on a TCP socket");
+    socket
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
         .expect("test-utils: cannot bind an ephemeral TCP port on 127.0.0.1");
-    listener
+    socket
         .local_addr()
-        .expect("test-utils: cannot read the local address of a bound TCP listener")
+        .ok()
+        .and_then(|addr| addr.as_socket())
+        .expect("test-utils: cannot read the local address of a bound TCP socket")
         .port()
 }
 

@@ -1,7 +1,6 @@
 //! Throwaway PostgreSQL servers and per-test databases.
 
 use std::env;
-use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
@@ -156,10 +155,18 @@ fn run(cmd: &mut Command, what: &str) -> Result<Output, String> {
     }
 }
 
+/// `cmd` as a line for error messages, with passwords in connection URLs hidden.
 fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
-        .map(OsStr::to_string_lossy)
+        .map(|arg| {
+            let arg = arg.to_string_lossy();
+            if arg.contains("://") {
+                redact_password(&arg)
+            } else {
+                arg.into_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -551,9 +558,6 @@ fn start_local_server() -> Result<LocalServer, String> {
             Ok(_) => break,
             Err(e) => {
                 let server_log = read_log(&log);
-                log_line(&format!(
-                    "DEBUG attempt {attempt} port {port} failed: {e}\n{server_log}"
-                ));
                 // Make sure nothing half-started is left before retrying or giving up.
                 let _ = run(
                     run_as

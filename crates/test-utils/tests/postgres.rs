@@ -3,6 +3,8 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use test_utils::{free_port, postgres_database, wait_for};
@@ -57,8 +59,14 @@ fn two_databases_are_distinct_and_usable() {
     let b = postgres_database();
     assert_ne!(a.name(), b.name());
     assert_ne!(a.url(), b.url());
-    assert!(a.url().ends_with(&format!("/{}", a.name())), "{}", a.url());
-    assert!(b.url().ends_with(&format!("/{}", b.name())), "{}", b.url());
+    for db in [&a, &b] {
+        let without_query = db.url().split(['?', '#']).next().unwrap();
+        assert!(
+            without_query.ends_with(&format!("/{}", db.name())),
+            "{}",
+            db.url()
+        );
+    }
 
     assert_eq!(psql_query(a.url(), "select 1"), "1");
     assert_eq!(psql_query(b.url(), "select 1"), "1");
@@ -101,14 +109,35 @@ fn databases_from_many_threads() {
 fn free_port_is_bindable() {
     let port = free_port();
     assert_ne!(port, 0);
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
-        let ss = Command::new("ss").args(["-tanp"]).output().unwrap();
-        panic!(
-            "free port {port} should be bindable: {e}\n{}",
-            String::from_utf8_lossy(&ss.stdout)
-        )
-    });
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("free port {port} should be bindable: {e}"));
     assert_eq!(listener.local_addr().unwrap().port(), port);
+}
+
+/// While another thread spawns processes, forked children briefly hold copies of the parent's
+/// sockets; the port from `free_port` must still be bindable right away.
+#[test]
+fn free_port_is_bindable_while_processes_spawn() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawner = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = Command::new("true").current_dir("/").status();
+            }
+        })
+    };
+    let failures: Vec<String> = (0..5000)
+        .filter_map(|_| {
+            let port = free_port();
+            TcpListener::bind(("127.0.0.1", port))
+                .err()
+                .map(|e| format!("{port}: {e}"))
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    spawner.join().unwrap();
+    assert!(failures.is_empty(), "ports not bindable: {failures:?}");
 }
 
 #[tokio::test]

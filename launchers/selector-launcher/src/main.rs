@@ -1,11 +1,15 @@
 //! Standalone dpf data-plane selector.
 //!
 //! ```text
-//! cargo run -p selector-launcher -- [--config FILE] [-D key=value]... [--dump-config]
+//! cargo run -p selector-launcher -- [--config FILE] [-D key=value]... [--dump-config] [migrate]
 //! ```
 //!
+//! `migrate` applies the store's pending migrations and exits (starting the selector applies
+//! them too).
+//!
 //! Configuration keys (see `docs/configuration.md`): `web.http.host`, `web.http.port`
-//! (0 = any free port), `web.http.workers`, `dpf.store.url`, `edc.dpf.selector.strategy`,
+//! (0 = any free port), `web.http.workers`, `dpf.store.url`, `dpf.store.pool.size`,
+//! `edc.dpf.selector.strategy`,
 //! `edc.dpf.selector.<alias>.<property>` for seeding, `dpf.log.level`, `dpf.log.format`.
 //! Every key can also be set from the environment (`WEB_HTTP_PORT=0`).
 
@@ -13,8 +17,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use clap::Parser;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dataplane_store_sql::{SqlStore, SqlStoreOptions, StoreUrl, DEFAULT_STORE_URL};
 use dpf_config::Config;
 use selector_core::{
     default_registry_builder, seed, DefaultDataPlaneSelector, InMemoryInstanceStore,
@@ -26,7 +31,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("web.http.host", "127.0.0.1"),
     ("web.http.port", "8181"),
     ("web.http.workers", "2"),
-    ("dpf.store.url", "memory:"),
+    ("dpf.store.url", DEFAULT_STORE_URL),
+    ("dpf.store.pool.size", "10"),
     ("edc.dpf.selector.strategy", "random"),
     ("dpf.log.level", "info"),
     ("dpf.log.format", "text"),
@@ -51,6 +57,14 @@ struct Cli {
     /// Print the effective configuration and exit.
     #[arg(long)]
     dump_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending store migrations and exit.
+    Migrate,
 }
 
 fn init_logging(config: &Config) {
@@ -67,11 +81,21 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn open_store(url: &str) -> anyhow::Result<Arc<dyn DataPlaneInstanceStore>> {
-    if url == "memory:" {
-        return Ok(Arc::new(InMemoryInstanceStore::new()));
+async fn open_sql_store(config: &Config) -> anyhow::Result<Option<SqlStore>> {
+    let url = StoreUrl::parse(config.get_or("dpf.store.url", DEFAULT_STORE_URL))
+        .map_err(anyhow::Error::msg)?;
+    if url == StoreUrl::Memory {
+        return Ok(None);
     }
-    bail!("unsupported dpf.store.url '{url}': supported values are memory:")
+    let options = SqlStoreOptions {
+        pool_size: config.parse_or("dpf.store.pool.size", 10)?,
+        ..SqlStoreOptions::default()
+    };
+    let store = SqlStore::open(&url, options)
+        .await
+        .with_context(|| format!("cannot open the store {url} (dpf.store.url)"))?;
+    tracing::info!(store = %url, "store opened");
+    Ok(Some(store))
 }
 
 #[actix_web::main]
@@ -83,13 +107,26 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config);
+    if let Some(Command::Migrate) = cli.command {
+        match open_sql_store(&config).await? {
+            Some(_) => println!(
+                "store {} is up to date",
+                config.get_or("dpf.store.url", DEFAULT_STORE_URL)
+            ),
+            None => println!("memory: needs no migration"),
+        }
+        return Ok(());
+    }
 
     let host = config.get_or("web.http.host", "127.0.0.1").to_owned();
     let port: u16 = config.parse_or("web.http.port", 8181)?;
     let workers: usize = config.parse_or("web.http.workers", 2)?;
     let strategy = config.get_or("edc.dpf.selector.strategy", "random");
 
-    let store = open_store(config.get_or("dpf.store.url", "memory:"))?;
+    let store: Arc<dyn DataPlaneInstanceStore> = match open_sql_store(&config).await? {
+        Some(store) => Arc::new(store),
+        None => Arc::new(InMemoryInstanceStore::new()),
+    };
     let registry = default_registry_builder()
         .default_strategy(strategy)
         .build()

@@ -153,3 +153,160 @@ fn dump_config_shows_every_layer() {
         "{stdout}"
     );
 }
+
+async fn post_json(url: &str, method: reqwest::Method, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .json(body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn two_aliases(dir: &Path) -> String {
+    let file = dir.join("seed.properties");
+    std::fs::write(
+        &file,
+        "edc.dpf.selector.pod1.url=http://pod1.example:8080/api/v1/signaling\n\
+         edc.dpf.selector.pod2.url=http://pod2.example:8080/api/v1/signaling\n",
+    )
+    .unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn default_sqlite_store_keeps_instances_across_restarts_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_aliases(dir.path());
+    {
+        let launcher = start(&["--config", &config], &[], dir.path());
+        let select = serde_json::json!({"profile": "any", "strategy": "round-robin"});
+        let (status, _) = post_json(
+            &format!("{}/dataplanes/select", launcher.base_url),
+            reqwest::Method::POST,
+            &select,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let extra = serde_json::json!({"dataplaneId": "registered", "endpoint": "http://r:1/", "profiles": [], "authorization": {"type": "none"}});
+        let (status, _) = post_json(
+            &format!("{}/dataplanes", launcher.base_url),
+            reqwest::Method::PUT,
+            &extra,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    assert!(
+        dir.path().join("dpf-data/dpf.db").exists(),
+        "default store is ./dpf-data/dpf.db"
+    );
+    let launcher = start(&["--config", &config], &[], dir.path());
+    let (_, body) = get_json(&format!("{}/dataplanes", launcher.base_url)).await;
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["pod1", "pod2", "registered"]);
+    let turns: u64 = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["turnCount"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        turns, 1,
+        "selection statistics survive the restart and re-seeding"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_selector_processes_on_one_postgres_share_the_rotation() {
+    let database = tokio::task::spawn_blocking(test_utils::postgres_database)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("dpf.store.url={}", database.url());
+    let first = start(&["-D", &store], &[], dir.path());
+    let second = start(&["-D", &store], &[], dir.path());
+    for id in ["dp-1", "dp-2", "dp-3"] {
+        let body = serde_json::json!({"dataplaneId": id, "endpoint": format!("http://{id}:8080/"), "profiles": ["push"], "authorization": {"type": "none"}});
+        let (status, _) = post_json(
+            &format!("{}/dataplanes", first.base_url),
+            reqwest::Method::PUT,
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let select = serde_json::json!({"profile": "push", "strategy": "round-robin"});
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..300 {
+        let base = if i % 2 == 0 {
+            &first.base_url
+        } else {
+            &second.base_url
+        };
+        let (status, chosen) = post_json(
+            &format!("{base}/dataplanes/select"),
+            reqwest::Method::POST,
+            &select,
+        )
+        .await;
+        assert_eq!(status, 200, "{chosen}");
+        *counts
+            .entry(chosen["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100],
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn migrate_subcommand_prepares_the_store_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_selector-launcher"))
+        .args(["-D", "dpf.store.url=sqlite:./state/selector.db", "migrate"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("up to date"));
+    assert!(dir.path().join("state/selector.db").exists());
+}
+
+#[test]
+fn an_unreachable_postgres_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = test_utils::free_port();
+    let output = Command::new(env!("CARGO_BIN_EXE_selector-launcher"))
+        .args([
+            "-D",
+            &format!("dpf.store.url=postgres://dpf:secret@127.0.0.1:{port}/dpf"),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open the store postgres://dpf@127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "the password must not be printed: {stderr}"
+    );
+}

@@ -1,0 +1,28 @@
+//! Service-provider interface of the dpf data plane.
+//!
+//! - [`DataFlow`], [`NewDataFlow`], [`DataFlowState`] (the DPS states plus the internal
+//!   `SUSPENDING` and `TERMINATING`), [`FlowKind`], [`Checkpoint`];
+//! - [`Member`]: a data-plane replica (stable name = runtime id, fresh incarnation per start,
+//!   lease on the store's clock);
+//! - [`DataFlowStore`]: persistence of flows and members, including the clustering statements —
+//!   claim, per-replica lease renewal, takeover with epoch bump, fenced owner writes;
+//! - [`StoreError`] with [`StoreError::LeaseLost`] for fenced writes that lost ownership;
+//! - [`memory::InMemoryDataFlowStore`], a single-process implementation (std only);
+//! - `conformance` (feature `conformance`): the behaviour every store must have.
+//!
+//! No web, HTTP-client or database crate is used here.
+
+mod error;
+mod flow;
+mod member;
+pub mod memory;
+mod store;
+
+#[cfg(any(test, feature = "conformance"))]
+#[allow(clippy::unwrap_used)] // a test suite: a failed unwrap is a failed case
+pub mod conformance;
+
+pub use error::{StoreError, StoreResult};
+pub use flow::{Checkpoint, DataFlow, DataFlowState, FlowKind, FlowUpdate, NewDataFlow};
+pub use member::{Member, MemberRegistration};
+pub use store::{DataFlowStore, FlowOwner};

@@ -1,0 +1,162 @@
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    DataFlow, DataFlowState, FlowUpdate, Member, MemberRegistration, NewDataFlow, StoreResult,
+};
+
+/// The fencing token of an owner: a write succeeds only while the flow is still owned by
+/// `runtime_id` at `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FlowOwner {
+    /// The owning replica.
+    pub runtime_id: String,
+    /// The epoch at which it obtained the flow.
+    pub epoch: i64,
+}
+
+impl FlowOwner {
+    /// The owner of `flow` as stored, if any.
+    pub fn of(flow: &DataFlow) -> Option<Self> {
+        flow.runtime_id.as_ref().map(|runtime_id| Self {
+            runtime_id: runtime_id.clone(),
+            epoch: flow.epoch,
+        })
+    }
+}
+
+/// Persistence of data flows and replicas, shared by every replica of a cluster.
+///
+/// Invariants every implementation keeps:
+/// - time is the store's clock (never a replica's);
+/// - a flow has at most one owner; every change of owner increments its `epoch` in the same
+///   atomic step;
+/// - a replica's ownership lasts while its member lease is valid; renewing the lease is one
+///   write per replica, whatever the number of flows it owns;
+/// - owner writes are fenced: they apply only when `runtime_id` and `epoch` still match, and
+///   otherwise fail with [`crate::StoreError::LeaseLost`] having changed nothing.
+#[async_trait]
+pub trait DataFlowStore: Send + Sync + Debug {
+    /// The store's current time.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn now(&self) -> StoreResult<DateTime<Utc>>;
+
+    /// Creates a flow (epoch 1 when created owned, else 0; `state_count` 1).
+    ///
+    /// # Errors
+    /// [`crate::StoreError::AlreadyExists`] when the id or the process id is taken.
+    async fn create(&self, flow: &NewDataFlow) -> StoreResult<DataFlow>;
+
+    /// The flow with this id.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn find(&self, id: &str) -> StoreResult<Option<DataFlow>>;
+
+    /// The flow with this transfer process id.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn find_by_process_id(&self, process_id: &str) -> StoreResult<Option<DataFlow>>;
+
+    /// Flows in any of `states` (all when empty), oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn list(&self, states: &[DataFlowState], limit: usize) -> StoreResult<Vec<DataFlow>>;
+
+    /// Registers a replica's incarnation with a lease of `lease_ms`.
+    ///
+    /// A name whose previous incarnation's lease is still valid is refused with
+    /// [`crate::StoreError::Conflict`]. When a new incarnation replaces an expired one, the
+    /// flows the old incarnation owned are released (unowned, epoch + 1) in the same atomic
+    /// step, so that they are claimed again — by anyone — and the old incarnation is fenced.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::Conflict`] as above.
+    async fn register_member(&self, registration: &MemberRegistration) -> StoreResult<Member>;
+
+    /// Renews a replica's lease to now + `lease_ms`: one write, whatever it owns.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::MembershipLost`] when the member row is gone, belongs to another
+    /// incarnation, or its lease already expired (the replica must stop its pipelines).
+    async fn renew_member(
+        &self,
+        runtime_id: &str,
+        incarnation: &str,
+        lease_ms: i64,
+    ) -> StoreResult<Member>;
+
+    /// Sets the lifecycle state a replica reports.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::MembershipLost`] when the incarnation is not the registered one.
+    async fn set_member_state(
+        &self,
+        runtime_id: &str,
+        incarnation: &str,
+        state: &str,
+    ) -> StoreResult<()>;
+
+    /// Removes a replica (graceful shutdown) and releases its flows (unowned, epoch + 1) in
+    /// one atomic step, so peers can claim them at once. Returns how many were released.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::MembershipLost`] when the incarnation is not the registered one.
+    async fn remove_member(&self, runtime_id: &str, incarnation: &str) -> StoreResult<u64>;
+
+    /// Every member, sorted by runtime id.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn list_members(&self) -> StoreResult<Vec<Member>>;
+
+    /// Atomically takes ownership of up to `limit` unowned flows in `states`, oldest state
+    /// first, for `runtime_id` (epoch + 1 each). Only a member with a valid lease can claim.
+    /// Concurrent claimers never obtain the same flow.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn claim(
+        &self,
+        runtime_id: &str,
+        states: &[DataFlowState],
+        limit: usize,
+    ) -> StoreResult<Vec<DataFlow>>;
+
+    /// Atomically takes over up to `limit` flows in `states` whose owner's lease expired (or
+    /// whose owner is not a member any more), oldest state first (epoch + 1 each). Only a
+    /// member with a valid lease can take over; it never takes its own flows.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn take_over(
+        &self,
+        runtime_id: &str,
+        states: &[DataFlowState],
+        limit: usize,
+    ) -> StoreResult<Vec<DataFlow>>;
+
+    /// An owner's write to its flow, fenced by `owner`.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::LeaseLost`] when the flow is no longer owned by `owner` (nothing
+    /// changed), [`crate::StoreError::NotFound`] when the flow does not exist.
+    async fn update_owned(
+        &self,
+        owner: &FlowOwner,
+        flow_id: &str,
+        update: &FlowUpdate,
+    ) -> StoreResult<DataFlow>;
+
+    /// An owner gives a flow up (unowned, epoch unchanged; the next claim bumps it).
+    ///
+    /// # Errors
+    /// As [`DataFlowStore::update_owned`].
+    async fn release(&self, owner: &FlowOwner, flow_id: &str) -> StoreResult<()>;
+}

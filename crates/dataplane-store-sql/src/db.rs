@@ -1,0 +1,522 @@
+//! Pools, dialects, migrations, error translation and the blocking-call plumbing shared by
+//! every store of this crate.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::StoreUrl;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Advisory lock key serialising migrations of replicas starting at once on PostgreSQL.
+const MIGRATION_LOCK_KEY: i64 = 0x0064_7066_6d69_6772; // "dpfmigr"
+
+/// Which SQL dialect a statement is expanded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite 3 (bundled).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// Expands a statement written once for both backends:
+    /// - `{now}`: the database clock in microseconds since the Unix epoch;
+    /// - `{skip_locked}`: `FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite (which
+    ///   serialises writers);
+    /// - `{for_update}`: `FOR UPDATE` on PostgreSQL, nothing on SQLite;
+    /// - `?` placeholders become `$1, $2, …` on PostgreSQL.
+    pub fn sql(self, template: &str) -> String {
+        let expanded = match self {
+            Self::Sqlite => template
+                .replace("{now}", "CAST(unixepoch('subsec') * 1000000 AS INTEGER)")
+                .replace("{skip_locked}", "")
+                .replace("{for_update}", ""),
+            Self::Postgres => template
+                .replace(
+                    "{now}",
+                    "CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT)",
+                )
+                .replace("{skip_locked}", "FOR UPDATE SKIP LOCKED")
+                .replace("{for_update}", "FOR UPDATE"),
+        };
+        if self == Self::Sqlite {
+            return expanded;
+        }
+        let mut out = String::with_capacity(expanded.len() + 16);
+        let mut n = 0;
+        let mut in_literal = false;
+        for c in expanded.chars() {
+            match c {
+                '\'' => {
+                    in_literal = !in_literal;
+                    out.push(c);
+                }
+                '?' if !in_literal => {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+/// Tuning of a [`SqlStore`].
+#[derive(Debug, Clone)]
+pub struct SqlStoreOptions {
+    /// Maximum connections in the pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection (also bounds connecting to PostgreSQL).
+    pub connection_timeout: Duration,
+    /// SQLite only: how long a writer waits for the database lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for SqlStoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            connection_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// Counts statements sent to the database (diesel instrumentation).
+#[derive(Debug, Clone)]
+struct StatementCounter(Arc<AtomicU64>);
+
+impl Instrumentation for StatementCounter {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Prepares each new pooled connection: SQLite pragmas, then statement counting.
+#[derive(Debug)]
+struct Customizer {
+    counter: Arc<AtomicU64>,
+    sqlite_busy_timeout_ms: u128,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Customizer {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            self.sqlite_busy_timeout_ms
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)?;
+        conn.set_instrumentation(StatementCounter(self.counter.clone()));
+        Ok(())
+    }
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Customizer {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.set_instrumentation(StatementCounter(self.counter.clone()));
+        Ok(())
+    }
+}
+
+/// Failures inside this crate, converted to each SPI's error type at the edge.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    Diesel(DieselError),
+    Pool(String),
+    Join(String),
+    Store(dataplane_spi::StoreError),
+    Selector(selector_spi::SelectorError),
+}
+
+impl From<DieselError> for DbError {
+    fn from(error: DieselError) -> Self {
+        Self::Diesel(error)
+    }
+}
+
+impl From<dataplane_spi::StoreError> for DbError {
+    fn from(error: dataplane_spi::StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<selector_spi::SelectorError> for DbError {
+    fn from(error: selector_spi::SelectorError) -> Self {
+        Self::Selector(error)
+    }
+}
+
+/// What kind of failure a backend error is, independent of the SPI.
+pub(crate) enum Kind {
+    UniqueViolation(String),
+    NotFound,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl DbError {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Self::Diesel(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+                Kind::UniqueViolation(format!(
+                    "{} {}",
+                    info.message(),
+                    info.constraint_name().unwrap_or_default()
+                ))
+            }
+            Self::Diesel(DieselError::NotFound) => Kind::NotFound,
+            Self::Diesel(DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
+                info,
+            )) => Kind::Unavailable(info.message().to_owned()),
+            Self::Diesel(DieselError::DatabaseError(_, info))
+                if is_transient_message(info.message()) =>
+            {
+                Kind::Unavailable(info.message().to_owned())
+            }
+            Self::Diesel(error) => Kind::Internal(error.to_string()),
+            Self::Pool(message) => Kind::Unavailable(message.clone()),
+            Self::Join(message) => Kind::Internal(message.clone()),
+            Self::Store(error) => Kind::Internal(error.to_string()),
+            Self::Selector(error) => Kind::Internal(error.to_string()),
+        }
+    }
+}
+
+fn is_transient_message(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "database is locked",
+        "busy",
+        "connection",
+        "terminating",
+        "shutdown",
+        "timeout",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+impl From<DbError> for dataplane_spi::StoreError {
+    fn from(error: DbError) -> Self {
+        use dataplane_spi::StoreError;
+        if let DbError::Store(error) = error {
+            return error;
+        }
+        match error.kind() {
+            Kind::UniqueViolation(detail) => StoreError::AlreadyExists {
+                entity: "row",
+                id: detail,
+            },
+            Kind::NotFound => StoreError::NotFound {
+                entity: "row",
+                id: String::new(),
+            },
+            Kind::Unavailable(message) => StoreError::Unavailable(message),
+            Kind::Internal(message) => StoreError::Internal(message),
+        }
+    }
+}
+
+impl From<DbError> for selector_spi::SelectorError {
+    fn from(error: DbError) -> Self {
+        use selector_spi::SelectorError;
+        if let DbError::Selector(error) = error {
+            return error;
+        }
+        match error.kind() {
+            Kind::UniqueViolation(detail) => {
+                SelectorError::Internal(format!("unexpected duplicate: {detail}"))
+            }
+            Kind::NotFound => SelectorError::Internal("unexpected missing row".into()),
+            Kind::Unavailable(message) => SelectorError::Unavailable(message),
+            Kind::Internal(message) => SelectorError::Internal(message),
+        }
+    }
+}
+
+pub(crate) fn pool_error(error: impl fmt::Display) -> DbError {
+    DbError::Pool(format!("cannot get a database connection: {error}"))
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of the right backend and `$backend`
+/// to its [`Backend`]. The body is compiled once per backend, so it can use diesel with either
+/// connection type while the statement text stays the same.
+macro_rules! with_conn {
+    ($pools:expr, |$conn:ident, $backend:ident| $body:expr) => {
+        match $pools {
+            $crate::db::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().map_err($crate::db::pool_error)?;
+                let $conn: &mut diesel::sqlite::SqliteConnection = &mut pooled;
+                let $backend = $crate::Backend::Sqlite;
+                $body
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().map_err($crate::db::pool_error)?;
+                let $conn: &mut diesel::pg::PgConnection = &mut pooled;
+                let $backend = $crate::Backend::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`with_conn!`], inside a write transaction: `BEGIN IMMEDIATE` on SQLite (so the busy
+/// timeout applies to taking the write lock), a regular transaction on PostgreSQL.
+macro_rules! write_tx {
+    ($pools:expr, |$conn:ident, $backend:ident| $body:expr) => {
+        match $pools {
+            $crate::db::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().map_err($crate::db::pool_error)?;
+                let $backend = $crate::Backend::Sqlite;
+                let connection: &mut diesel::sqlite::SqliteConnection = &mut pooled;
+                connection.immediate_transaction(|$conn| $body)
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().map_err($crate::db::pool_error)?;
+                let $backend = $crate::Backend::Postgres;
+                let connection: &mut diesel::pg::PgConnection = &mut pooled;
+                connection.transaction(|$conn| $body)
+            }
+        }
+    };
+}
+
+pub(crate) use {with_conn, write_tx};
+
+/// The SQL store: every store trait of dpf on one pool of SQLite or PostgreSQL connections.
+#[derive(Clone)]
+pub struct SqlStore {
+    pub(crate) pools: Pools,
+    backend: Backend,
+    statements: Arc<AtomicU64>,
+    description: String,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("store", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Opens the store at `url` and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`dataplane_spi::StoreError::InvalidInput`] for `memory:` or an unusable path,
+    /// [`dataplane_spi::StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn open(
+        url: &StoreUrl,
+        options: SqlStoreOptions,
+    ) -> dataplane_spi::StoreResult<Self> {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&url, &options))
+            .await
+            .map_err(|e| dataplane_spi::StoreError::Internal(e.to_string()))?
+    }
+
+    fn open_blocking(
+        url: &StoreUrl,
+        options: &SqlStoreOptions,
+    ) -> dataplane_spi::StoreResult<Self> {
+        use dataplane_spi::StoreError;
+        let statements = Arc::new(AtomicU64::new(0));
+        let customizer = Customizer {
+            counter: statements.clone(),
+            sqlite_busy_timeout_ms: options.sqlite_busy_timeout.as_millis(),
+        };
+        let description = url.to_string();
+        let (pools, backend) = match url {
+            StoreUrl::Memory => {
+                return Err(StoreError::InvalidInput(
+                    "memory: is not a SQL store; use the in-memory stores".into(),
+                ))
+            }
+            StoreUrl::Sqlite(path) => {
+                create_parent_dir(path)?;
+                let location = path.to_str().ok_or_else(|| {
+                    StoreError::InvalidInput(format!("SQLite path {} is not UTF-8", path.display()))
+                })?;
+                let pool = Pool::builder()
+                    .max_size(options.pool_size.max(1))
+                    .connection_timeout(options.connection_timeout)
+                    .test_on_check_out(false)
+                    .connection_customizer(Box::new(customizer))
+                    .build(ConnectionManager::<SqliteConnection>::new(location))
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "cannot open SQLite database {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                (Pools::Sqlite(pool), Backend::Sqlite)
+            }
+            StoreUrl::Postgres(location) => {
+                let pool = Pool::builder()
+                    .max_size(options.pool_size.max(1))
+                    .min_idle(Some(1))
+                    .connection_timeout(options.connection_timeout)
+                    .test_on_check_out(false)
+                    .connection_customizer(Box::new(customizer))
+                    .build(ConnectionManager::<PgConnection>::new(location.clone()))
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "cannot connect to PostgreSQL at {description}: {e}"
+                        ))
+                    })?;
+                (Pools::Postgres(pool), Backend::Postgres)
+            }
+        };
+        let store = Self {
+            pools,
+            backend,
+            statements,
+            description,
+        };
+        store.migrate_blocking()?;
+        Ok(store)
+    }
+
+    fn migrate_blocking(&self) -> dataplane_spi::StoreResult<Vec<String>> {
+        use dataplane_spi::StoreError;
+        let applied: Result<Vec<String>, DbError> = match &self.pools {
+            Pools::Sqlite(pool) => {
+                let mut conn = pool.get().map_err(pool_error)?;
+                conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.iter().map(ToString::to_string).collect())
+                    .map_err(|e| DbError::Pool(format!("SQLite migration failed: {e}")))
+            }
+            Pools::Postgres(pool) => {
+                let mut conn: PooledConnection<ConnectionManager<PgConnection>> =
+                    pool.get().map_err(pool_error)?;
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                    .execute(&mut conn)
+                    .map_err(DbError::from)?;
+                let result = conn
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(ToString::to_string).collect())
+                    .map_err(|e| DbError::Pool(format!("PostgreSQL migration failed: {e}")));
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                    .execute(&mut conn)
+                    .map_err(DbError::from)?;
+                result
+            }
+        };
+        let applied = applied.map_err(StoreError::from)?;
+        if !applied.is_empty() {
+            tracing::info!(store = %self.description, migrations = ?applied, "applied migrations");
+        }
+        Ok(applied)
+    }
+
+    /// Applies pending migrations (also done by [`SqlStore::open`]); returns their versions.
+    ///
+    /// # Errors
+    /// When a migration fails or the database is unreachable.
+    pub async fn migrate(&self) -> dataplane_spi::StoreResult<Vec<String>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.migrate_blocking())
+            .await
+            .map_err(|e| dataplane_spi::StoreError::Internal(e.to_string()))?
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How many statements this store sent to the database so far (all connections).
+    /// Lets tests and benchmarks count the cost of an operation.
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking pool, never on a runtime worker.
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Pools) -> Result<T, DbError> + Send + 'static,
+    {
+        let pools = self.pools.clone();
+        tokio::task::spawn_blocking(move || f(&pools))
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))?
+    }
+}
+
+fn create_parent_dir(path: &Path) -> dataplane_spi::StoreResult<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            dataplane_spi::StoreError::InvalidInput(format!(
+                "cannot create directory {} for the SQLite store: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Microseconds since the Unix epoch (as stored) to a UTC timestamp.
+pub(crate) fn micros(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(value).unwrap_or_default()
+}
+
+/// Quotes an internal enum name for inlining into SQL. Only `[A-Z_]` names from dpf's own
+/// enums reach this function; anything else is rejected rather than escaped.
+pub(crate) fn state_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(|n| format!("'{n}'"))
+        .collect();
+    if quoted.is_empty() {
+        "NULL".to_owned()
+    } else {
+        quoted.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn expands_placeholders_and_tokens_per_backend() {
+        let template = "UPDATE t SET a = ?, b = {now} WHERE c = '?' AND d = ? {skip_locked}";
+        assert_eq!(
+            Backend::Postgres.sql(template),
+            "UPDATE t SET a = $1, b = CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT) WHERE c = '?' AND d = $2 FOR UPDATE SKIP LOCKED"
+        );
+        assert_eq!(
+            Backend::Sqlite.sql(template),
+            "UPDATE t SET a = ?, b = CAST(unixepoch('subsec') * 1000000 AS INTEGER) WHERE c = '?' AND d = ? "
+        );
+    }
+}
