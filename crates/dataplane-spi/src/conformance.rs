@@ -516,6 +516,117 @@ pub async fn concurrent_claims_never_overlap(store: Arc<dyn DataFlowStore>) {
         .all(|f| f.epoch == 1 && f.runtime_id.is_some()));
 }
 
+/// Conditional transitions: apply only from the given states, optionally taking ownership
+/// (epoch + 1) and replacing addresses; otherwise `WrongState`/`NotFound` and nothing changes.
+pub async fn transitions_are_conditional(store: Arc<dyn DataFlowStore>) {
+    store
+        .register_member(&member("a", "i", LONG_LEASE_MS))
+        .await
+        .unwrap();
+    let mut new = flow("f1", DataFlowState::Started);
+    new.runtime_id = Some("a".into());
+    store.create(&new).await.unwrap();
+
+    let suspending = store
+        .transition(
+            "f1",
+            &[DataFlowState::Started],
+            DataFlowState::Suspending,
+            None,
+            &FlowUpdate::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            suspending.state,
+            suspending.runtime_id.as_deref(),
+            suspending.epoch
+        ),
+        (DataFlowState::Suspending, Some("a"), 1)
+    );
+    let refused = store
+        .transition(
+            "f1",
+            &[DataFlowState::Started],
+            DataFlowState::Suspending,
+            None,
+            &FlowUpdate::default(),
+        )
+        .await;
+    assert_eq!(
+        refused,
+        Err(StoreError::WrongState {
+            flow_id: "f1".into(),
+            state: "SUSPENDING".into()
+        })
+    );
+    assert_eq!(store.find("f1").await.unwrap().unwrap(), suspending);
+
+    let taken = store
+        .transition(
+            "f1",
+            &[DataFlowState::Suspending, DataFlowState::Suspended],
+            DataFlowState::Started,
+            Some("b"),
+            &FlowUpdate {
+                destination: Some(serde_json::json!({"type": "File", "path": "/new"})),
+                error_detail: Some("resumed".into()),
+                ..FlowUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (taken.state, taken.runtime_id.as_deref(), taken.epoch),
+        (DataFlowState::Started, Some("b"), 2)
+    );
+    assert_eq!(
+        taken.destination,
+        Some(serde_json::json!({"type": "File", "path": "/new"}))
+    );
+    assert_eq!(taken.error_detail.as_deref(), Some("resumed"));
+    // The previous owner is fenced by the epoch bump.
+    assert!(matches!(
+        store
+            .update_owned(
+                &owner("a", 1),
+                "f1",
+                &FlowUpdate::state(DataFlowState::Completed)
+            )
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store
+            .transition(
+                "nope",
+                &[DataFlowState::Started],
+                DataFlowState::Completed,
+                None,
+                &FlowUpdate::default()
+            )
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let owned = store
+        .list_owned("b", &[DataFlowState::Started], 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&owned), vec!["f1"]);
+    assert!(store
+        .list_owned("a", &[DataFlowState::Started], 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .list_owned("b", &[DataFlowState::Suspending], 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// Generates one `#[tokio::test]` per conformance case. `$factory` is an async expression
 /// evaluating to a fresh, empty `Arc<dyn DataFlowStore>`.
 #[macro_export]
@@ -531,6 +642,7 @@ macro_rules! data_flow_store_conformance {
             take_over_only_flows_of_dead_owners,
             remove_member_and_release_free_flows,
             concurrent_claims_never_overlap,
+            transitions_are_conditional,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

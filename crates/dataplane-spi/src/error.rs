@@ -31,6 +31,14 @@ pub enum StoreError {
         /// The epoch it held.
         epoch: i64,
     },
+    /// The flow is not in a state the operation starts from.
+    #[error("data flow '{flow_id}' is {state}")]
+    WrongState {
+        /// The flow.
+        flow_id: String,
+        /// Its current state.
+        state: String,
+    },
     /// The replica's membership is gone or held by another incarnation.
     #[error("membership lost: {0}")]
     MembershipLost(String),

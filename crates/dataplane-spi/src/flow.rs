@@ -255,6 +255,10 @@ pub struct FlowUpdate {
     pub checkpoint: Option<Checkpoint>,
     /// New metadata (replaces the old).
     pub metadata: Option<serde_json::Value>,
+    /// New source address (e.g. a consumer-pull `started` carries where to pull from).
+    pub source: Option<serde_json::Value>,
+    /// New destination address (e.g. a provider-push `resume` may carry a new one).
+    pub destination: Option<serde_json::Value>,
 }
 
 impl FlowUpdate {

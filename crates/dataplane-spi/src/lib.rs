@@ -7,22 +7,39 @@
 //! - [`DataFlowStore`]: persistence of flows and members, including the clustering statements —
 //!   claim, per-replica lease renewal, takeover with epoch bump, fenced owner writes;
 //! - [`StoreError`] with [`StoreError::LeaseLost`] for fenced writes that lost ownership;
+//! - DPS messages ([`DataFlowMessage`], [`DataFlowStatusMessage`], ...) and [`DataAddress`];
+//! - [`ResourceAddress`], [`DataSource`]/[`DataSink`] streaming traits and their factories in a
+//!   [`TransferRegistry`] keyed by address type;
 //! - [`memory::InMemoryDataFlowStore`], a single-process implementation (std only);
 //! - `conformance` (feature `conformance`): the behaviour every store must have.
 //!
 //! No web, HTTP-client or database crate is used here.
 
+mod address;
 mod error;
 mod flow;
 mod member;
 pub mod memory;
+mod messages;
 mod store;
+mod transfer;
 
 #[cfg(any(test, feature = "conformance"))]
 #[allow(clippy::unwrap_used)] // a test suite: a failed unwrap is a failed case
 pub mod conformance;
 
+pub use address::{
+    DataAddress, EndpointProperty, ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE, HTTP_PULL, HTTP_PUSH,
+};
 pub use error::{StoreError, StoreResult};
 pub use flow::{Checkpoint, DataFlow, DataFlowState, FlowKind, FlowUpdate, NewDataFlow};
 pub use member::{Member, MemberRegistration};
+pub use messages::{
+    ControlPlaneRegistration, DataFlowAddressMessage, DataFlowMessage, DataFlowReasonMessage,
+    DataFlowStatusMessage, DataFlowStatusResponseMessage,
+};
 pub use store::{DataFlowStore, FlowOwner};
+pub use transfer::{
+    ByteStream, DataSink, DataSinkFactory, DataSource, DataSourceFactory, SourceStream,
+    TransferError, TransferRegistry, TransferRegistryBuilder,
+};

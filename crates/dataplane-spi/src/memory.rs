@@ -97,6 +97,38 @@ impl State {
     }
 }
 
+/// Applies an update the way the SQL stores do.
+fn apply_update(flow: &mut DataFlow, update: &FlowUpdate, now: DateTime<Utc>) {
+    if let Some(new_state) = update.state {
+        flow.state_count = if flow.state == new_state {
+            flow.state_count + 1
+        } else {
+            1
+        };
+        flow.state = new_state;
+        flow.state_timestamp = now;
+    }
+    if let Some(detail) = &update.error_detail {
+        flow.error_detail = Some(detail.clone());
+    }
+    if let Some(checkpoint) = &update.checkpoint {
+        let current = flow.checkpoint.as_ref().map_or(0, |c| c.bytes);
+        if checkpoint.bytes >= current {
+            flow.checkpoint = Some(checkpoint.clone());
+        }
+    }
+    if let Some(metadata) = &update.metadata {
+        flow.metadata = metadata.clone();
+    }
+    if let Some(source) = &update.source {
+        flow.source = source.clone();
+    }
+    if let Some(destination) = &update.destination {
+        flow.destination = Some(destination.clone());
+    }
+    flow.updated_at = now;
+}
+
 fn membership_lost(runtime_id: &str, incarnation: &str) -> StoreError {
     StoreError::MembershipLost(format!(
         "replica '{runtime_id}' incarnation '{incarnation}' is not the registered member"
@@ -310,29 +342,68 @@ impl DataFlowStore for InMemoryDataFlowStore {
     ) -> StoreResult<DataFlow> {
         self.with(|state, now| {
             let flow = state.owned_mut(owner, flow_id)?;
-            if let Some(new_state) = update.state {
-                flow.state_count = if flow.state == new_state {
-                    flow.state_count + 1
-                } else {
-                    1
-                };
-                flow.state = new_state;
-                flow.state_timestamp = now;
-            }
-            if let Some(detail) = &update.error_detail {
-                flow.error_detail = Some(detail.clone());
-            }
-            if let Some(checkpoint) = &update.checkpoint {
-                let current = flow.checkpoint.as_ref().map_or(0, |c| c.bytes);
-                if checkpoint.bytes >= current {
-                    flow.checkpoint = Some(checkpoint.clone());
-                }
-            }
-            if let Some(metadata) = &update.metadata {
-                flow.metadata = metadata.clone();
-            }
-            flow.updated_at = now;
+            apply_update(flow, update, now);
             Ok(flow.clone())
+        })
+    }
+
+    async fn transition(
+        &self,
+        flow_id: &str,
+        from: &[DataFlowState],
+        to: DataFlowState,
+        new_owner: Option<&str>,
+        update: &FlowUpdate,
+    ) -> StoreResult<DataFlow> {
+        self.with(|state, now| {
+            let flow = state
+                .flows
+                .get_mut(flow_id)
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: "data flow",
+                    id: flow_id.to_owned(),
+                })?;
+            if !from.contains(&flow.state) {
+                return Err(StoreError::WrongState {
+                    flow_id: flow_id.to_owned(),
+                    state: flow.state.as_str().to_owned(),
+                });
+            }
+            let update = FlowUpdate {
+                state: Some(to),
+                ..update.clone()
+            };
+            apply_update(flow, &update, now);
+            if let Some(owner) = new_owner {
+                flow.runtime_id = Some(owner.to_owned());
+                flow.epoch += 1;
+            }
+            Ok(flow.clone())
+        })
+    }
+
+    async fn list_owned(
+        &self,
+        runtime_id: &str,
+        states: &[DataFlowState],
+        limit: usize,
+    ) -> StoreResult<Vec<DataFlow>> {
+        self.with(|state, _| {
+            let mut flows: Vec<DataFlow> = state
+                .flows
+                .values()
+                .filter(|f| {
+                    f.runtime_id.as_deref() == Some(runtime_id) && states.contains(&f.state)
+                })
+                .cloned()
+                .collect();
+            flows.sort_by(|a, b| {
+                a.state_timestamp
+                    .cmp(&b.state_timestamp)
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            flows.truncate(limit);
+            Ok(flows)
         })
     }
 

@@ -154,6 +154,34 @@ pub trait DataFlowStore: Send + Sync + Debug {
         update: &FlowUpdate,
     ) -> StoreResult<DataFlow>;
 
+    /// A conditional state change that any replica may make (the DPS call may reach any of
+    /// them): applies only when the flow is in one of `from`. With `new_owner`, the caller also
+    /// takes ownership in the same atomic step (epoch + 1) — used when it will run the flow
+    /// itself (resume), or finishes a flow whose owner is gone.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::WrongState`] (nothing changed) when the flow is in another state,
+    /// [`crate::StoreError::NotFound`] when it does not exist.
+    async fn transition(
+        &self,
+        flow_id: &str,
+        from: &[DataFlowState],
+        to: DataFlowState,
+        new_owner: Option<&str>,
+        update: &FlowUpdate,
+    ) -> StoreResult<DataFlow>;
+
+    /// Flows owned by `runtime_id` in any of `states`, oldest state first.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn list_owned(
+        &self,
+        runtime_id: &str,
+        states: &[DataFlowState],
+        limit: usize,
+    ) -> StoreResult<Vec<DataFlow>>;
+
     /// An owner gives a flow up (unowned, epoch unchanged; the next claim bumps it).
     ///
     /// # Errors

@@ -173,6 +173,72 @@ const RELEASE_ALL: &str =
     "UPDATE data_flows SET runtime_id = NULL, epoch = epoch + 1, updated_at = {now} WHERE runtime_id = ?";
 
 #[derive(QueryableByName)]
+struct StateRow {
+    #[diesel(sql_type = Text)]
+    state: String,
+}
+
+/// The SET clause shared by owner writes and transitions. Every expression reads the row as
+/// it was before the statement; a checkpoint behind the stored one is ignored.
+const UPDATE_SET: &str = "\
+    state_count = CASE WHEN ? IS NULL THEN state_count WHEN state = ? THEN state_count + 1 ELSE 1 END, \
+    state_timestamp = CASE WHEN ? IS NULL THEN state_timestamp ELSE {now} END, \
+    state = COALESCE(?, state), \
+    error_detail = COALESCE(?, error_detail), \
+    checkpoint_cursor = CASE WHEN ? IS NOT NULL AND ? >= COALESCE(checkpoint_bytes, 0) THEN ? ELSE checkpoint_cursor END, \
+    checkpoint_bytes = CASE WHEN ? IS NOT NULL AND ? >= COALESCE(checkpoint_bytes, 0) THEN ? ELSE checkpoint_bytes END, \
+    metadata = COALESCE(?, metadata), \
+    source = COALESCE(?, source), \
+    destination = COALESCE(?, destination), \
+    updated_at = {now}";
+
+/// The values bound to [`UPDATE_SET`], owned so they can move to the blocking pool.
+struct UpdateValues {
+    state: Option<String>,
+    error_detail: Option<String>,
+    checkpoint_bytes: Option<i64>,
+    checkpoint_cursor: Option<String>,
+    metadata: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+}
+
+impl UpdateValues {
+    fn of(update: &FlowUpdate) -> Self {
+        Self {
+            state: update.state.map(|s| s.as_str().to_owned()),
+            error_detail: update.error_detail.clone(),
+            checkpoint_bytes: update.checkpoint.as_ref().map(|c| c.bytes),
+            checkpoint_cursor: update.checkpoint.as_ref().and_then(|c| c.cursor.clone()),
+            metadata: update.metadata.as_ref().map(encode),
+            source: update.source.as_ref().map(encode),
+            destination: update.destination.as_ref().map(encode),
+        }
+    }
+}
+
+/// Binds [`UpdateValues`] in the order of [`UPDATE_SET`]'s placeholders.
+macro_rules! bind_update {
+    ($query:expr, $v:expr) => {
+        $query
+            .bind::<Nullable<Text>, _>($v.state.clone())
+            .bind::<Nullable<Text>, _>($v.state.clone())
+            .bind::<Nullable<Text>, _>($v.state.clone())
+            .bind::<Nullable<Text>, _>($v.state.clone())
+            .bind::<Nullable<Text>, _>($v.error_detail.clone())
+            .bind::<Nullable<BigInt>, _>($v.checkpoint_bytes)
+            .bind::<Nullable<BigInt>, _>($v.checkpoint_bytes)
+            .bind::<Nullable<Text>, _>($v.checkpoint_cursor.clone())
+            .bind::<Nullable<BigInt>, _>($v.checkpoint_bytes)
+            .bind::<Nullable<BigInt>, _>($v.checkpoint_bytes)
+            .bind::<Nullable<BigInt>, _>($v.checkpoint_bytes)
+            .bind::<Nullable<Text>, _>($v.metadata.clone())
+            .bind::<Nullable<Text>, _>($v.source.clone())
+            .bind::<Nullable<Text>, _>($v.destination.clone())
+    };
+}
+
+#[derive(QueryableByName)]
 struct Exists {
     #[diesel(sql_type = Text)]
     id: String,
@@ -556,41 +622,14 @@ impl DataFlowStore for SqlStore {
         update: &FlowUpdate,
     ) -> StoreResult<DataFlow> {
         let (owner, flow_id) = (owner.clone(), flow_id.to_owned());
-        let state = update.state.map(|s| s.as_str().to_owned());
-        let error_detail = update.error_detail.clone();
-        let checkpoint_bytes = update.checkpoint.as_ref().map(|c| c.bytes);
-        let checkpoint_cursor = update.checkpoint.as_ref().and_then(|c| c.cursor.clone());
-        let metadata = update.metadata.as_ref().map(encode);
-        // Every SET expression reads the row as it was before the statement.
+        let values = UpdateValues::of(update);
         let sql = format!(
-            "UPDATE data_flows SET \
-               state_count = CASE WHEN ? IS NULL THEN state_count WHEN state = ? THEN state_count + 1 ELSE 1 END, \
-               state_timestamp = CASE WHEN ? IS NULL THEN state_timestamp ELSE {{now}} END, \
-               state = COALESCE(?, state), \
-               error_detail = COALESCE(?, error_detail), \
-               checkpoint_cursor = CASE WHEN ? IS NOT NULL AND ? >= COALESCE(checkpoint_bytes, 0) THEN ? ELSE checkpoint_cursor END, \
-               checkpoint_bytes = CASE WHEN ? IS NOT NULL AND ? >= COALESCE(checkpoint_bytes, 0) THEN ? ELSE checkpoint_bytes END, \
-               metadata = COALESCE(?, metadata), \
-               updated_at = {{now}} \
-             WHERE id = ? AND runtime_id = ? AND epoch = ? \
-             RETURNING {FLOW_COLUMNS}"
+            "UPDATE data_flows SET {UPDATE_SET} WHERE id = ? AND runtime_id = ? AND epoch = ? RETURNING {FLOW_COLUMNS}"
         );
         Ok(self
             .run(move |pools| {
                 with_conn!(pools, |conn, backend| {
-                    let rows = diesel::sql_query(backend.sql(&sql))
-                        .bind::<Nullable<Text>, _>(&state)
-                        .bind::<Nullable<Text>, _>(&state)
-                        .bind::<Nullable<Text>, _>(&state)
-                        .bind::<Nullable<Text>, _>(&state)
-                        .bind::<Nullable<Text>, _>(&error_detail)
-                        .bind::<Nullable<BigInt>, _>(checkpoint_bytes)
-                        .bind::<Nullable<BigInt>, _>(checkpoint_bytes)
-                        .bind::<Nullable<Text>, _>(&checkpoint_cursor)
-                        .bind::<Nullable<BigInt>, _>(checkpoint_bytes)
-                        .bind::<Nullable<BigInt>, _>(checkpoint_bytes)
-                        .bind::<Nullable<BigInt>, _>(checkpoint_bytes)
-                        .bind::<Nullable<Text>, _>(&metadata)
+                    let rows = bind_update!(diesel::sql_query(backend.sql(&sql)), values)
                         .bind::<Text, _>(&flow_id)
                         .bind::<Text, _>(&owner.runtime_id)
                         .bind::<BigInt, _>(owner.epoch)
@@ -599,6 +638,86 @@ impl DataFlowStore for SqlStore {
                         Some(flow) => Ok(flow),
                         None => Err(fenced_miss!(conn, backend, owner, &flow_id)),
                     }
+                })
+            })
+            .await?)
+    }
+
+    async fn transition(
+        &self,
+        flow_id: &str,
+        from: &[DataFlowState],
+        to: DataFlowState,
+        new_owner: Option<&str>,
+        update: &FlowUpdate,
+    ) -> StoreResult<DataFlow> {
+        let flow_id = flow_id.to_owned();
+        let new_owner = new_owner.map(str::to_owned);
+        let values = UpdateValues::of(&FlowUpdate {
+            state: Some(to),
+            ..update.clone()
+        });
+        let sql = format!(
+            "UPDATE data_flows SET {UPDATE_SET}, \
+               runtime_id = CASE WHEN ? IS NULL THEN runtime_id ELSE ? END, \
+               epoch = CASE WHEN ? IS NULL THEN epoch ELSE epoch + 1 END \
+             WHERE id = ? AND state IN ({from}) RETURNING {FLOW_COLUMNS}",
+            from = state_list(from.iter().map(|s| s.as_str()))
+        );
+        Ok(self
+            .run(move |pools| {
+                with_conn!(pools, |conn, backend| {
+                    let rows = bind_update!(diesel::sql_query(backend.sql(&sql)), values)
+                        .bind::<Nullable<Text>, _>(&new_owner)
+                        .bind::<Nullable<Text>, _>(&new_owner)
+                        .bind::<Nullable<Text>, _>(&new_owner)
+                        .bind::<Text, _>(&flow_id)
+                        .load::<FlowRow>(conn)?;
+                    if let Some(flow) = flows(rows)?.into_iter().next() {
+                        return Ok(flow);
+                    }
+                    let current =
+                        diesel::sql_query(backend.sql("SELECT state FROM data_flows WHERE id = ?"))
+                            .bind::<Text, _>(&flow_id)
+                            .load::<StateRow>(conn)?;
+                    Err(DbError::Store(match current.into_iter().next() {
+                        Some(row) => StoreError::WrongState {
+                            flow_id,
+                            state: row.state,
+                        },
+                        None => StoreError::NotFound {
+                            entity: "data flow",
+                            id: flow_id,
+                        },
+                    }))
+                })
+            })
+            .await?)
+    }
+
+    async fn list_owned(
+        &self,
+        runtime_id: &str,
+        states: &[DataFlowState],
+        max: usize,
+    ) -> StoreResult<Vec<DataFlow>> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runtime_id = runtime_id.to_owned();
+        let sql = format!(
+            "SELECT {FLOW_COLUMNS} FROM data_flows WHERE runtime_id = ? AND state IN ({states}) \
+             ORDER BY state_timestamp, id LIMIT ?",
+            states = state_list(states.iter().map(|s| s.as_str()))
+        );
+        Ok(self
+            .run(move |pools| {
+                with_conn!(pools, |conn, backend| {
+                    let rows = diesel::sql_query(backend.sql(&sql))
+                        .bind::<Text, _>(&runtime_id)
+                        .bind::<BigInt, _>(limit(max))
+                        .load::<FlowRow>(conn)?;
+                    flows(rows)
                 })
             })
             .await?)

@@ -165,8 +165,9 @@ impl DataPlaneInstanceStore for SqlStore {
         registration: &DataPlaneRegistration,
     ) -> SelectorResult<(DataPlaneInstance, bool)> {
         let d = Definition::of(registration)?;
-        // One statement: created_at equals updated_at only for a row this statement inserted,
-        // because both take the same database clock reading.
+        // The upsert is one atomic statement; the existence check before it (same transaction)
+        // only decides the `created` flag, which may claim "created" for both of two racing
+        // first registrations on PostgreSQL — the stored row is right either way.
         let sql = format!(
             "INSERT INTO dataplane_instances ({COLUMNS}) \
              VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}) \
@@ -179,9 +180,14 @@ impl DataPlaneInstanceStore for SqlStore {
                             ELSE dataplane_instances.state END \
              RETURNING {COLUMNS}"
         );
-        let instance = self
+        Ok(self
             .run(move |pools| {
-                with_conn!(pools, |conn, backend| {
+                write_tx!(pools, |conn, backend| {
+                    let existing = diesel::sql_query(backend.sql(&format!(
+                        "SELECT {COLUMNS} FROM dataplane_instances WHERE id = ? {{for_update}}"
+                    )))
+                    .bind::<Text, _>(&d.id)
+                    .load::<InstanceRow>(conn)?;
                     let rows = diesel::sql_query(backend.sql(&sql))
                         .bind::<Text, _>(&d.id)
                         .bind::<Text, _>(&d.endpoint)
@@ -193,12 +199,10 @@ impl DataPlaneInstanceStore for SqlStore {
                         .bind::<Nullable<Text>, _>(&d.state)
                         .bind::<Nullable<Text>, _>(&d.state)
                         .load::<InstanceRow>(conn)?;
-                    one(rows, &d.id)
+                    Ok((one(rows, &d.id)?, existing.is_empty()))
                 })
             })
-            .await?;
-        let created = instance.created_at == instance.updated_at;
-        Ok((instance, created))
+            .await?)
     }
 
     async fn find(&self, id: &str) -> SelectorResult<Option<DataPlaneInstance>> {

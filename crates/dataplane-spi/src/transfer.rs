@@ -1,0 +1,202 @@
+//! Streaming sources and sinks, and the registry of their factories by address type.
+//!
+//! A transfer is `sink.write(source.open(offset))`: the source yields a bounded stream of
+//! chunks, the sink pulls from it, so backpressure and cancellation (dropping the future) come
+//! for free and no transfer is ever held in memory whole.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::ResourceAddress;
+
+/// Failures of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// No factory for this address type.
+    #[error("unsupported address type '{0}'")]
+    Unsupported(String),
+    /// The address lacks something or is malformed.
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    /// The remote side refused for good (e.g. HTTP 4xx, missing file): retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// A transient failure (I/O, connection, HTTP 5xx/429): retrying may help.
+    #[error("transfer failed: {0}")]
+    Transient(String),
+}
+
+impl TransferError {
+    /// Whether retrying the transfer may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// A stream of chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransferError>> + Send>>;
+
+/// An opened source: the chunks and what is known about them.
+pub struct SourceStream {
+    /// The data, starting at `offset`.
+    pub stream: ByteStream,
+    /// Total size of the resource in bytes, when known.
+    pub size: Option<u64>,
+    /// Media type, when known.
+    pub content_type: Option<String>,
+    /// Where the stream starts: the requested offset, or 0 when the source could not seek.
+    pub offset: u64,
+}
+
+impl Debug for SourceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceStream")
+            .field("size", &self.size)
+            .field("content_type", &self.content_type)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where data comes from.
+#[async_trait]
+pub trait DataSource: Send + Sync + Debug {
+    /// Opens the resource at byte `offset` (0 = from the start).
+    ///
+    /// # Errors
+    /// [`TransferError`]; transient ones are retried by the caller.
+    async fn open(&self, offset: u64) -> Result<SourceStream, TransferError>;
+}
+
+/// Where data goes.
+#[async_trait]
+pub trait DataSink: Send + Sync + Debug {
+    /// Writes everything `input` yields, starting at `input.offset`, and returns once the
+    /// destination acknowledged the last byte (flushed file, HTTP response received).
+    /// Returns the number of bytes written.
+    ///
+    /// # Errors
+    /// [`TransferError`]; transient ones are retried by the caller.
+    async fn write(&self, input: SourceStream) -> Result<u64, TransferError>;
+}
+
+/// Creates sources for one address type.
+pub trait DataSourceFactory: Send + Sync + Debug {
+    /// The address type handled (`File`, `HttpData`, ...).
+    fn type_name(&self) -> &str;
+
+    /// A source for `address`.
+    ///
+    /// # Errors
+    /// [`TransferError::InvalidAddress`] when a property is missing or malformed.
+    fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError>;
+}
+
+/// Creates sinks for one address type.
+pub trait DataSinkFactory: Send + Sync + Debug {
+    /// The address type handled.
+    fn type_name(&self) -> &str;
+
+    /// A sink for `address`.
+    ///
+    /// # Errors
+    /// [`TransferError::InvalidAddress`] when a property is missing or malformed.
+    fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSink>, TransferError>;
+}
+
+/// Source and sink factories by address type. Built with [`TransferRegistry::builder`], which
+/// refuses duplicate types.
+#[derive(Debug, Clone, Default)]
+pub struct TransferRegistry {
+    sources: BTreeMap<String, Arc<dyn DataSourceFactory>>,
+    sinks: BTreeMap<String, Arc<dyn DataSinkFactory>>,
+}
+
+/// Builder of a [`TransferRegistry`].
+#[derive(Debug, Default)]
+pub struct TransferRegistryBuilder {
+    registry: TransferRegistry,
+}
+
+impl TransferRegistryBuilder {
+    /// Adds a source factory.
+    ///
+    /// # Errors
+    /// A message when its type is registered already.
+    pub fn source(mut self, factory: Arc<dyn DataSourceFactory>) -> Result<Self, String> {
+        let name = factory.type_name().to_owned();
+        if self
+            .registry
+            .sources
+            .insert(name.clone(), factory)
+            .is_some()
+        {
+            return Err(format!("a source factory for '{name}' is registered twice"));
+        }
+        Ok(self)
+    }
+
+    /// Adds a sink factory.
+    ///
+    /// # Errors
+    /// A message when its type is registered already.
+    pub fn sink(mut self, factory: Arc<dyn DataSinkFactory>) -> Result<Self, String> {
+        let name = factory.type_name().to_owned();
+        if self.registry.sinks.insert(name.clone(), factory).is_some() {
+            return Err(format!("a sink factory for '{name}' is registered twice"));
+        }
+        Ok(self)
+    }
+
+    /// The registry.
+    pub fn build(self) -> TransferRegistry {
+        self.registry
+    }
+}
+
+impl TransferRegistry {
+    /// An empty builder.
+    pub fn builder() -> TransferRegistryBuilder {
+        TransferRegistryBuilder::default()
+    }
+
+    /// A source for `address`.
+    ///
+    /// # Errors
+    /// [`TransferError::Unsupported`] for an unknown type, or the factory's error.
+    pub fn source(&self, address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError> {
+        let type_name = address.type_name().unwrap_or_default();
+        self.sources
+            .get(type_name)
+            .ok_or_else(|| TransferError::Unsupported(type_name.to_owned()))?
+            .create(address)
+    }
+
+    /// A sink for `address`.
+    ///
+    /// # Errors
+    /// [`TransferError::Unsupported`] for an unknown type, or the factory's error.
+    pub fn sink(&self, address: &ResourceAddress) -> Result<Box<dyn DataSink>, TransferError> {
+        let type_name = address.type_name().unwrap_or_default();
+        self.sinks
+            .get(type_name)
+            .ok_or_else(|| TransferError::Unsupported(type_name.to_owned()))?
+            .create(address)
+    }
+
+    /// Types with a source factory.
+    pub fn source_types(&self) -> Vec<String> {
+        self.sources.keys().cloned().collect()
+    }
+
+    /// Types with a sink factory.
+    pub fn sink_types(&self) -> Vec<String> {
+        self.sinks.keys().cloned().collect()
+    }
+}
