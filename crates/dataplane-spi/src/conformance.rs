@@ -627,6 +627,72 @@ pub async fn transitions_are_conditional(store: Arc<dyn DataFlowStore>) {
         .is_empty());
 }
 
+/// Owner writes respect `only_from` and never touch terminal flows.
+pub async fn owner_writes_respect_states(store: Arc<dyn DataFlowStore>) {
+    store
+        .register_member(&member("a", "i", LONG_LEASE_MS))
+        .await
+        .unwrap();
+    let mut new = flow("f1", DataFlowState::Started);
+    new.runtime_id = Some("a".into());
+    store.create(&new).await.unwrap();
+    let token = owner("a", 1);
+    store
+        .transition(
+            "f1",
+            &[DataFlowState::Started],
+            DataFlowState::Suspending,
+            None,
+            &FlowUpdate::default(),
+        )
+        .await
+        .unwrap();
+    // A retry write (STARTED from STARTED) must not undo a suspend request.
+    let retry = FlowUpdate {
+        only_from: vec![DataFlowState::Started],
+        ..FlowUpdate::state(DataFlowState::Started)
+    };
+    assert_eq!(
+        store.update_owned(&token, "f1", &retry).await,
+        Err(StoreError::WrongState {
+            flow_id: "f1".into(),
+            state: "SUSPENDING".into()
+        })
+    );
+    let suspended = store
+        .update_owned(&token, "f1", &FlowUpdate::move_to(DataFlowState::Suspended))
+        .await
+        .unwrap();
+    assert_eq!(suspended.state, DataFlowState::Suspended);
+    store
+        .transition(
+            "f1",
+            &[DataFlowState::Suspended],
+            DataFlowState::Terminated,
+            None,
+            &FlowUpdate::default(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_owned(
+                &token,
+                "f1",
+                &FlowUpdate::checkpoint(Checkpoint {
+                    bytes: 1,
+                    cursor: None
+                })
+            )
+            .await,
+        Err(StoreError::WrongState { .. })
+    ));
+    assert_eq!(
+        store.find("f1").await.unwrap().unwrap().state,
+        DataFlowState::Terminated
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance case. `$factory` is an async expression
 /// evaluating to a fresh, empty `Arc<dyn DataFlowStore>`.
 #[macro_export]
@@ -643,6 +709,7 @@ macro_rules! data_flow_store_conformance {
             remove_member_and_release_free_flows,
             concurrent_claims_never_overlap,
             transitions_are_conditional,
+            owner_writes_respect_states,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

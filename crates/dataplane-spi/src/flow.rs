@@ -12,6 +12,7 @@ use crate::{StoreError, StoreResult};
 /// never shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(clippy::enum_glob_use)]
 pub enum DataFlowState {
     /// Received, nothing done yet.
     Initialized,
@@ -80,6 +81,47 @@ impl DataFlowState {
     /// Terminal states never change.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Terminated)
+    }
+
+    /// The one transition table of dpf. Terminal states go nowhere; any other state may be
+    /// terminated (through `TERMINATING` when a running owner must stop first, or directly when
+    /// a transfer fails); the rest follows the DPS state machine, with `SUSPENDING` between
+    /// `STARTED` and `SUSPENDED`, and `STARTED → STARTED` for a retried transfer.
+    pub fn can_transition_to(self, to: Self) -> bool {
+        use DataFlowState::*;
+        if self.is_terminal() {
+            return false;
+        }
+        match (self, to) {
+            (Terminating, Terminated) => true,
+            (Terminating, _) => false,
+            (_, Terminating | Terminated) => true,
+            (Initialized, Preparing | Prepared | Starting | Started) => true,
+            (Preparing, Prepared) => true,
+            (Prepared, Starting | Started) => true,
+            (Starting, Started) => true,
+            (Started, Started | Suspending | Completed) => true,
+            (Suspending, Suspended) => true,
+            (Suspended, Started) => true,
+            _ => false,
+        }
+    }
+
+    /// Every state from which `to` may be entered (see [`Self::can_transition_to`]).
+    pub fn predecessors(to: Self) -> Vec<Self> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.can_transition_to(to))
+            .collect()
+    }
+
+    /// The state the DPS API shows: internal states appear as the state they leave
+    /// (`SUSPENDING` and `TERMINATING` show as `STARTED` until the owner confirms).
+    pub fn dps_name(self) -> &'static str {
+        match self {
+            Self::Suspending | Self::Terminating => Self::Started.as_str(),
+            other => other.as_str(),
+        }
     }
 }
 
@@ -259,6 +301,10 @@ pub struct FlowUpdate {
     pub source: Option<serde_json::Value>,
     /// New destination address (e.g. a provider-push `resume` may carry a new one).
     pub destination: Option<serde_json::Value>,
+    /// Owner writes only: apply only while the flow is in one of these states (any
+    /// non-terminal state when empty). A mismatch is [`StoreError::WrongState`]. Terminal
+    /// flows are never written by an owner.
+    pub only_from: Vec<DataFlowState>,
 }
 
 impl FlowUpdate {
@@ -266,6 +312,15 @@ impl FlowUpdate {
     pub fn state(state: DataFlowState) -> Self {
         Self {
             state: Some(state),
+            ..Self::default()
+        }
+    }
+
+    /// An owner's move to `to`, allowed only from the states the transition table allows.
+    pub fn move_to(to: DataFlowState) -> Self {
+        Self {
+            state: Some(to),
+            only_from: DataFlowState::predecessors(to),
             ..Self::default()
         }
     }

@@ -342,6 +342,14 @@ impl DataFlowStore for InMemoryDataFlowStore {
     ) -> StoreResult<DataFlow> {
         self.with(|state, now| {
             let flow = state.owned_mut(owner, flow_id)?;
+            if flow.state.is_terminal()
+                || (!update.only_from.is_empty() && !update.only_from.contains(&flow.state))
+            {
+                return Err(StoreError::WrongState {
+                    flow_id: flow_id.to_owned(),
+                    state: flow.state.as_str().to_owned(),
+                });
+            }
             apply_update(flow, update, now);
             Ok(flow.clone())
         })

@@ -142,11 +142,13 @@ pub trait DataFlowStore: Send + Sync + Debug {
         limit: usize,
     ) -> StoreResult<Vec<DataFlow>>;
 
-    /// An owner's write to its flow, fenced by `owner`.
+    /// An owner's write to its flow, fenced by `owner`, never applied to a terminal flow, and
+    /// only from `update.only_from` when given.
     ///
     /// # Errors
     /// [`crate::StoreError::LeaseLost`] when the flow is no longer owned by `owner` (nothing
-    /// changed), [`crate::StoreError::NotFound`] when the flow does not exist.
+    /// changed), [`crate::StoreError::WrongState`] when it is owned but in a state the update
+    /// does not apply to, [`crate::StoreError::NotFound`] when the flow does not exist.
     async fn update_owned(
         &self,
         owner: &FlowOwner,

@@ -239,31 +239,37 @@ macro_rules! bind_update {
 }
 
 #[derive(QueryableByName)]
-struct Exists {
+struct OwnerRow {
+    #[diesel(sql_type = Nullable<Text>)]
+    runtime_id: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
     #[diesel(sql_type = Text)]
-    id: String,
+    state: String,
 }
 
-/// After a fenced write matched nothing: `LeaseLost` when the flow exists (it is owned by
-/// someone else or at another epoch), `NotFound` when it does not. A macro, so that it runs on
-/// either connection type.
+/// After a fenced write matched nothing: `WrongState` when the writer still owns the flow (it
+/// is in a state the write does not apply to), `LeaseLost` when someone else owns it or at
+/// another epoch, `NotFound` when it does not exist. A macro, so that it runs on either
+/// connection type.
 macro_rules! fenced_miss {
     ($conn:expr, $backend:expr, $owner:expr, $flow_id:expr) => {{
-        let found = diesel::sql_query($backend.sql("SELECT id FROM data_flows WHERE id = ?"))
+        let found = diesel::sql_query($backend.sql("SELECT runtime_id, epoch, state FROM data_flows WHERE id = ?"))
             .bind::<Text, _>($flow_id)
-            .load::<Exists>($conn)?;
-        if found.iter().any(|row| row.id == *$flow_id) {
-            tracing::warn!(flow_id = %$flow_id, runtime_id = %$owner.runtime_id, epoch = $owner.epoch, "fenced write refused: lease lost");
-            DbError::Store(StoreError::LeaseLost {
-                flow_id: $flow_id.clone(),
-                runtime_id: $owner.runtime_id.clone(),
-                epoch: $owner.epoch,
-            })
-        } else {
-            DbError::Store(StoreError::NotFound {
-                entity: "data flow",
-                id: $flow_id.clone(),
-            })
+            .load::<OwnerRow>($conn)?;
+        match found.into_iter().next() {
+            Some(row) if row.runtime_id.as_deref() == Some($owner.runtime_id.as_str()) && row.epoch == $owner.epoch => {
+                DbError::Store(StoreError::WrongState { flow_id: $flow_id.clone(), state: row.state })
+            }
+            Some(_) => {
+                tracing::warn!(flow_id = %$flow_id, runtime_id = %$owner.runtime_id, epoch = $owner.epoch, "fenced write refused: lease lost");
+                DbError::Store(StoreError::LeaseLost {
+                    flow_id: $flow_id.clone(),
+                    runtime_id: $owner.runtime_id.clone(),
+                    epoch: $owner.epoch,
+                })
+            }
+            None => DbError::Store(StoreError::NotFound { entity: "data flow", id: $flow_id.clone() }),
         }
     }};
 }
@@ -623,8 +629,17 @@ impl DataFlowStore for SqlStore {
     ) -> StoreResult<DataFlow> {
         let (owner, flow_id) = (owner.clone(), flow_id.to_owned());
         let values = UpdateValues::of(update);
+        let only_from = if update.only_from.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "AND state IN ({})",
+                state_list(update.only_from.iter().map(|s| s.as_str()))
+            )
+        };
         let sql = format!(
-            "UPDATE data_flows SET {UPDATE_SET} WHERE id = ? AND runtime_id = ? AND epoch = ? RETURNING {FLOW_COLUMNS}"
+            "UPDATE data_flows SET {UPDATE_SET} WHERE id = ? AND runtime_id = ? AND epoch = ? \
+             AND state NOT IN ('COMPLETED', 'TERMINATED') {only_from} RETURNING {FLOW_COLUMNS}"
         );
         Ok(self
             .run(move |pools| {

@@ -1,8 +1,7 @@
-use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
+use api_common::error_response;
 use selector_spi::{ErrorCode, SelectorError};
-use serde::Serialize;
 
 /// A [`SelectorError`] on its way to an HTTP response: the one place errors meet status codes.
 #[derive(Debug)]
@@ -20,13 +19,6 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// JSON body of every error response.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    error: String,
-    code: &'a str,
-}
-
 fn code_name(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::InvalidInput => "INVALID_INPUT",
@@ -37,10 +29,6 @@ fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Unavailable => "UNAVAILABLE",
         ErrorCode::Internal => "INTERNAL",
     }
-}
-
-fn error_response(status: StatusCode, error: String, code: &str) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorBody { error, code })
 }
 
 impl ResponseError for ApiError {
@@ -61,54 +49,4 @@ impl ResponseError for ApiError {
         }
         error_response(status, self.0.to_string(), code_name(self.0.code()))
     }
-}
-
-/// JSON extractor settings: a body limit and JSON errors for every decoding failure
-/// (413 too large, 415 wrong content type, 400 malformed or missing fields).
-pub fn json_config() -> actix_web::web::JsonConfig {
-    actix_web::web::JsonConfig::default()
-        .limit(crate::MAX_JSON_BODY)
-        .error_handler(|error, _req| {
-            let (status, message, code) = match &error {
-                JsonPayloadError::OverflowKnownLength { length, limit } => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
-                    "PAYLOAD_TOO_LARGE",
-                ),
-                JsonPayloadError::Overflow { limit } => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds the limit of {limit} bytes"),
-                    "PAYLOAD_TOO_LARGE",
-                ),
-                JsonPayloadError::ContentType => (
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "request body must be JSON (Content-Type: application/json)".to_owned(),
-                    "UNSUPPORTED_MEDIA_TYPE",
-                ),
-                JsonPayloadError::Deserialize(e) => (
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid JSON body: {e}"),
-                    "INVALID_INPUT",
-                ),
-                other => (
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid request body: {other}"),
-                    "INVALID_INPUT",
-                ),
-            };
-            actix_web::error::InternalError::from_response(
-                error,
-                error_response(status, message, code),
-            )
-            .into()
-        })
-}
-
-/// Default service: unknown paths and methods get a JSON 404.
-pub async fn not_found_handler(req: HttpRequest) -> HttpResponse {
-    error_response(
-        StatusCode::NOT_FOUND,
-        format!("no route for {} {}", req.method(), req.path()),
-        "NOT_FOUND",
-    )
 }

@@ -27,13 +27,11 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use selector_spi::{DataPlaneRegistration, DataPlaneSelector, SelectionRequest};
 use serde::Serialize;
 
-pub use error::{json_config, not_found_handler, ApiError};
+pub use api_common::{json_config, not_found_handler, MAX_JSON_BODY};
+pub use error::ApiError;
 
 /// Base path of the selector API.
 pub const BASE_PATH: &str = "/api/v1";
-
-/// Largest accepted JSON body, in bytes.
-pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -42,11 +40,20 @@ type SelectorData = web::Data<Arc<dyn DataPlaneSelector>>;
 
 /// Registers the selector routes (under [`BASE_PATH`]) on an actix-web app or scope.
 pub fn configure(selector: Arc<dyn DataPlaneSelector>) -> impl FnOnce(&mut web::ServiceConfig) {
+    configure_at(BASE_PATH, selector)
+}
+
+/// Registers the selector routes under `base` (the embedded launcher serves them at
+/// `/api/v1/selector` next to the data plane's `/api/v1`).
+pub fn configure_at(
+    base: &'static str,
+    selector: Arc<dyn DataPlaneSelector>,
+) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(selector))
             .app_data(json_config())
             .service(
-                web::scope(BASE_PATH)
+                web::scope(base)
                     .route("/health", web::get().to(health))
                     .route("/openapi.json", web::get().to(openapi))
                     .route("/strategies", web::get().to(strategies))

@@ -14,6 +14,8 @@
 //!   skipped silently.
 //! - [`free_port`]: a currently free TCP port on `127.0.0.1`.
 //! - [`wait_for`]: poll a condition until it holds or a timeout passes.
+//! - [`dps`]: validate JSON messages against the Eclipse Data Plane Signaling JSON schemas
+//!   ([`dps::validate`], [`dps::assert_valid`]), offline.
 //!
 //! # Cleanup
 //!
@@ -36,6 +38,7 @@
 //! println!("connect to {} (database {})", db.url(), db.name());
 //! ```
 
+pub mod dps;
 mod postgres;
 
 use std::net::{Ipv4Addr, SocketAddr};

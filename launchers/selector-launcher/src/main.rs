@@ -14,13 +14,14 @@
 //! Every key can also be set from the environment (`WEB_HTTP_PORT=0`).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use dataplane_store_sql::{SqlStore, SqlStoreOptions, StoreUrl, DEFAULT_STORE_URL};
-use dpf_config::Config;
+use clap::Parser;
+use dataplane_store_sql::DEFAULT_STORE_URL;
+use dpf_launch::{
+    init_logging, load_config, open_sql_store, run_migrate_if_asked, Cli, DUMP_PREFIXES,
+};
 use selector_core::{
     default_registry_builder, seed, DefaultDataPlaneSelector, InMemoryInstanceStore,
 };
@@ -38,86 +39,18 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("dpf.log.format", "text"),
 ];
 
-/// Key prefixes shown by `--dump-config`.
-const DUMP_PREFIXES: &[&str] = &["web.", "dpf.", "edc."];
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "selector-launcher",
-    version,
-    about = "Standalone dpf data-plane selector"
-)]
-struct Cli {
-    /// A Java .properties file with configuration keys.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Set a configuration key (highest precedence); repeatable.
-    #[arg(short = 'D', long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Print the effective configuration and exit.
-    #[arg(long)]
-    dump_config: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Apply pending store migrations and exit.
-    Migrate,
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(config.get_or("dpf.log.level", "info"))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if config.get_or("dpf.log.format", "text") == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn open_sql_store(config: &Config) -> anyhow::Result<Option<SqlStore>> {
-    let url = StoreUrl::parse(config.get_or("dpf.store.url", DEFAULT_STORE_URL))
-        .map_err(anyhow::Error::msg)?;
-    if url == StoreUrl::Memory {
-        return Ok(None);
-    }
-    let options = SqlStoreOptions {
-        pool_size: config.parse_or("dpf.store.pool.size", 10)?,
-        ..SqlStoreOptions::default()
-    };
-    let store = SqlStore::open(&url, options)
-        .await
-        .with_context(|| format!("cannot open the store {url} (dpf.store.url)"))?;
-    tracing::info!(store = %url, "store opened");
-    Ok(Some(store))
-}
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(DEFAULTS, cli.config.as_deref(), &cli.set)?;
+    let config = load_config(&cli, DEFAULTS)?;
     if cli.dump_config {
         println!("{}", config.dump(DUMP_PREFIXES));
         return Ok(());
     }
     init_logging(&config);
-    if let Some(Command::Migrate) = cli.command {
-        match open_sql_store(&config).await? {
-            Some(_) => println!(
-                "store {} is up to date",
-                config.get_or("dpf.store.url", DEFAULT_STORE_URL)
-            ),
-            None => println!("memory: needs no migration"),
-        }
+    if run_migrate_if_asked(&cli, &config).await? {
         return Ok(());
     }
-
     let host = config.get_or("web.http.host", "127.0.0.1").to_owned();
     let port: u16 = config.parse_or("web.http.port", 8181)?;
     let workers: usize = config.parse_or("web.http.workers", 2)?;

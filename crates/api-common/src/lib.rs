@@ -1,0 +1,78 @@
+//! What every dpf HTTP API shares, so that all of them answer errors the same way:
+//! `{"error": "<message>", "code": "<CODE>"}` with the right status.
+//!
+//! - [`error_response`]: builds such a response;
+//! - [`json_config`]: the JSON extractor's body limit and its decoding errors as JSON
+//!   (413 too large, 415 not JSON, 400 malformed or missing fields);
+//! - [`not_found_handler`]: the default service, a JSON 404 for unknown routes.
+
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+/// Largest accepted JSON body, in bytes, on every dpf API.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// JSON body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// Human-readable message.
+    pub error: String,
+    /// Stable code.
+    pub code: &'a str,
+}
+
+/// An error response with the dpf JSON error body.
+pub fn error_response(status: StatusCode, error: String, code: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody { error, code })
+}
+
+/// JSON extractor settings: [`MAX_JSON_BODY`] and JSON errors for every decoding failure.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|error, _req| {
+            let (status, message, code) = match &error {
+                JsonPayloadError::OverflowKnownLength { length, limit } => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
+                    "PAYLOAD_TOO_LARGE",
+                ),
+                JsonPayloadError::Overflow { limit } => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds the limit of {limit} bytes"),
+                    "PAYLOAD_TOO_LARGE",
+                ),
+                JsonPayloadError::ContentType => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "request body must be JSON (Content-Type: application/json)".to_owned(),
+                    "UNSUPPORTED_MEDIA_TYPE",
+                ),
+                JsonPayloadError::Deserialize(e) => (
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid JSON body: {e}"),
+                    "INVALID_INPUT",
+                ),
+                other => (
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid request body: {other}"),
+                    "INVALID_INPUT",
+                ),
+            };
+            actix_web::error::InternalError::from_response(
+                error,
+                error_response(status, message, code),
+            )
+            .into()
+        })
+}
+
+/// Default service: unknown paths and methods get a JSON 404.
+pub async fn not_found_handler(req: HttpRequest) -> HttpResponse {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", req.method(), req.path()),
+        "NOT_FOUND",
+    )
+}

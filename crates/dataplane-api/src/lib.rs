@@ -1,0 +1,434 @@
+//! The HTTP surface of a dpf data plane, on actix-web, under `/api/v1`:
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | `POST` | `/signaling/dataflows/prepare` | DPS prepare (consumer) |
+//! | `POST` | `/signaling/dataflows/start` | DPS start (provider) |
+//! | `POST` | `/signaling/dataflows/{id}/started` | DPS started notification (consumer) |
+//! | `POST` | `/signaling/dataflows/{id}/suspend` | DPS suspend |
+//! | `POST` | `/signaling/dataflows/{id}/resume` | DPS resume |
+//! | `POST` | `/signaling/dataflows/{id}/terminate` | DPS terminate |
+//! | `POST` | `/signaling/dataflows/{id}/completed` | DPS completed (empty body or `{}`) |
+//! | `GET` | `/signaling/dataflows/{id}/status` | DPS status |
+//! | `PUT` | `/signaling/controlplanes` | DPS control-plane registration |
+//! | `DELETE` | `/signaling/controlplanes/{id}` | remove a control plane |
+//! | `GET` | `/dataflows`, `/dataflows/{id}` | management view (`?state=STARTED&limit=100`) |
+//! | `PUT`/`GET`/`DELETE` | `/datasets/{id}`, `GET /datasets` | dataset registry |
+//! | `GET` | `/public/{id}` | provider-pull endpoint (bearer token, `Range`) |
+//! | `POST`/`PUT` | `/ingest/{id}` | consumer-push endpoint (bearer token) |
+//! | `GET` | `/health`, `/openapi.json` | liveness, this API's OpenAPI |
+//!
+//! `{id}` of a data flow may be its id or its process id. No business logic lives here: handlers
+//! decode, call [`DataPlane`], and map [`DataPlaneError`] to HTTP in one place.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use dataplane_manager::{DataPlane, DataPlaneError};
+use dataplane_spi::{
+    ControlPlaneRegistration, DataFlowAddressMessage, DataFlowMessage, DataFlowReasonMessage,
+    DataFlowState, DataFlowStatusResponseMessage, ResourceAddress, TransferError,
+};
+use futures::StreamExt;
+use serde::Deserialize;
+
+/// Base path of the data-plane API.
+pub const BASE_PATH: &str = "/api/v1";
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// A [`DataPlaneError`] on its way to an HTTP response.
+#[derive(Debug)]
+pub struct ApiError(pub DataPlaneError);
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<DataPlaneError> for ApiError {
+    fn from(error: DataPlaneError) -> Self {
+        Self(error)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::warn!(error = %self.0, "data-plane request failed");
+        }
+        api_common::error_response(status, self.0.to_string(), self.0.code())
+    }
+}
+
+type Plane = web::Data<Arc<DataPlane>>;
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// Registers the data-plane routes (under [`BASE_PATH`]).
+pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::new(plane))
+            .app_data(api_common::json_config())
+            .service(
+                web::scope(BASE_PATH)
+                    .route("/health", web::get().to(health))
+                    .route("/openapi.json", web::get().to(openapi))
+                    .route("/signaling/dataflows/prepare", web::post().to(prepare))
+                    .route("/signaling/dataflows/start", web::post().to(start))
+                    .route("/signaling/dataflows/{id}/started", web::post().to(started))
+                    .route("/signaling/dataflows/{id}/suspend", web::post().to(suspend))
+                    .route("/signaling/dataflows/{id}/resume", web::post().to(resume))
+                    .route(
+                        "/signaling/dataflows/{id}/terminate",
+                        web::post().to(terminate),
+                    )
+                    .route(
+                        "/signaling/dataflows/{id}/completed",
+                        web::post().to(completed),
+                    )
+                    .route("/signaling/dataflows/{id}/status", web::get().to(status))
+                    .route("/signaling/controlplanes", web::put().to(put_control_plane))
+                    .route(
+                        "/signaling/controlplanes/{id}",
+                        web::delete().to(delete_control_plane),
+                    )
+                    .route("/dataflows", web::get().to(list_flows))
+                    .route("/dataflows/{id}", web::get().to(get_flow))
+                    .route("/datasets", web::get().to(list_datasets))
+                    .route("/datasets/{id}", web::put().to(put_dataset))
+                    .route("/datasets/{id}", web::get().to(get_dataset))
+                    .route("/datasets/{id}", web::delete().to(delete_dataset))
+                    .route("/public/{id}", web::get().to(pull))
+                    .route("/ingest/{id}", web::post().to(ingest))
+                    .route("/ingest/{id}", web::put().to(ingest)),
+            );
+    }
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "UP"}))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI_JSON)
+}
+
+fn status_location(id: &str) -> String {
+    format!("{BASE_PATH}/signaling/dataflows/{id}/status")
+}
+
+async fn prepare(plane: Plane, msg: web::Json<DataFlowMessage>) -> ApiResult {
+    let outcome = plane.prepare(msg.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(outcome.message))
+}
+
+async fn start(plane: Plane, msg: web::Json<DataFlowMessage>) -> ApiResult {
+    let outcome = plane.start(msg.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_LOCATION,
+            status_location(&outcome.message.data_flow_id),
+        ))
+        .json(outcome.message))
+}
+
+async fn started(
+    plane: Plane,
+    id: web::Path<String>,
+    msg: web::Json<DataFlowAddressMessage>,
+) -> ApiResult {
+    let outcome = plane.started(&id, msg.into_inner().data_address).await?;
+    Ok(HttpResponse::Ok().json(outcome.message))
+}
+
+async fn suspend(
+    plane: Plane,
+    id: web::Path<String>,
+    msg: web::Json<DataFlowReasonMessage>,
+) -> ApiResult {
+    let outcome = plane.suspend(&id, msg.into_inner().reason).await?;
+    Ok(HttpResponse::Ok().json(outcome.message))
+}
+
+async fn resume(
+    plane: Plane,
+    id: web::Path<String>,
+    msg: web::Json<DataFlowAddressMessage>,
+) -> ApiResult {
+    let outcome = plane.resume(&id, msg.into_inner().data_address).await?;
+    Ok(HttpResponse::Ok().json(outcome.message))
+}
+
+async fn terminate(
+    plane: Plane,
+    id: web::Path<String>,
+    msg: web::Json<DataFlowReasonMessage>,
+) -> ApiResult {
+    let outcome = plane.terminate(&id, msg.into_inner().reason).await?;
+    Ok(HttpResponse::Ok().json(outcome.message))
+}
+
+/// `completed` carries an empty body (DPS) or `{}`; anything else must at least be JSON.
+async fn completed(plane: Plane, id: web::Path<String>, body: web::Bytes) -> ApiResult {
+    if !body.iter().all(u8::is_ascii_whitespace)
+        && serde_json::from_slice::<serde_json::Value>(&body).is_err()
+    {
+        return Err(DataPlaneError::InvalidInput(
+            "completed takes an empty body or a JSON object".into(),
+        )
+        .into());
+    }
+    let outcome = plane.completed(&id).await?;
+    Ok(HttpResponse::Ok().json(outcome.message))
+}
+
+async fn status(plane: Plane, id: web::Path<String>) -> ApiResult {
+    let flow = plane.status(&id).await?;
+    Ok(HttpResponse::Ok().json(DataFlowStatusResponseMessage {
+        data_flow_id: flow.id,
+        state: flow.state.dps_name().to_owned(),
+    }))
+}
+
+async fn put_control_plane(plane: Plane, msg: web::Json<ControlPlaneRegistration>) -> ApiResult {
+    plane.control_planes().put(msg.into_inner())?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn delete_control_plane(plane: Plane, id: web::Path<String>) -> ApiResult {
+    if plane.control_planes().remove(&id)? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(DataPlaneError::NotFound(format!("control plane '{id}' not found")).into())
+    }
+}
+
+#[derive(Deserialize)]
+struct FlowQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_flows(plane: Plane, query: web::Query<FlowQuery>) -> ApiResult {
+    let state = match query.state.as_deref() {
+        None => None,
+        Some(name) => Some(
+            DataFlowState::parse(&name.to_ascii_uppercase()).map_err(|_| {
+                DataPlaneError::InvalidInput(format!(
+                    "unknown state '{name}'; known: {}",
+                    DataFlowState::ALL.map(DataFlowState::as_str).join(", ")
+                ))
+            })?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(HttpResponse::Ok().json(plane.views(state, limit).await?))
+}
+
+async fn get_flow(plane: Plane, id: web::Path<String>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(plane.view(&id).await?))
+}
+
+fn dataset_json(id: &str, address: &ResourceAddress) -> serde_json::Value {
+    let mut value = address.to_json();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("id".into(), id.into());
+        if map.contains_key("authorization") {
+            map.insert("authorization".into(), "***".into());
+        }
+    }
+    value
+}
+
+async fn list_datasets(plane: Plane) -> HttpResponse {
+    let datasets: Vec<serde_json::Value> = plane
+        .datasets()
+        .list()
+        .iter()
+        .map(|(id, address)| dataset_json(id, address))
+        .collect();
+    HttpResponse::Ok().json(datasets)
+}
+
+async fn put_dataset(
+    plane: Plane,
+    id: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> ApiResult {
+    let address =
+        ResourceAddress::from_json(body.into_inner()).map_err(DataPlaneError::InvalidInput)?;
+    let known = plane.known_types();
+    plane.datasets().put(&id, address.clone(), &known)?;
+    Ok(HttpResponse::Ok().json(dataset_json(&id, &address)))
+}
+
+async fn get_dataset(plane: Plane, id: web::Path<String>) -> ApiResult {
+    let address = plane
+        .datasets()
+        .get(&id)
+        .ok_or_else(|| DataPlaneError::NotFound(format!("dataset '{id}' not found")))?;
+    Ok(HttpResponse::Ok().json(dataset_json(&id, &address)))
+}
+
+async fn delete_dataset(plane: Plane, id: web::Path<String>) -> ApiResult {
+    if plane.datasets().remove(&id)? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(DataPlaneError::NotFound(format!("dataset '{id}' not found")).into())
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// `Range: bytes=N-` or `bytes=N-M` → (N, optional inclusive end M).
+fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>, DataPlaneError> {
+    let Some(value) = req.headers().get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad =
+        || DataPlaneError::InvalidInput("unsupported Range: use bytes=N- or bytes=N-M".into());
+    let spec = value.to_str().map_err(|_| bad())?.trim();
+    let spec = spec.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (start, end) = spec.split_once('-').ok_or_else(bad)?;
+    let start: u64 = start.trim().parse().map_err(|_| bad())?;
+    let end = match end.trim() {
+        "" => None,
+        e => {
+            let e: u64 = e.parse().map_err(|_| bad())?;
+            if e < start {
+                return Err(bad());
+            }
+            Some(e)
+        }
+    };
+    Ok(Some((start, end)))
+}
+
+fn stream_error(error: TransferError) -> actix_web::Error {
+    actix_web::error::ErrorInternalServerError(error.to_string())
+}
+
+async fn pull(plane: Plane, req: HttpRequest, id: web::Path<String>) -> ApiResult {
+    let range = parse_range(&req)?;
+    let offset = range.map_or(0, |(start, _)| start);
+    let grant = plane
+        .open_pull(&id, bearer(&req).as_deref(), offset)
+        .await?;
+    let input = grant.stream;
+    let total = input.size;
+    let honoured = range.is_some() && input.offset == offset;
+    let end = match (range, total) {
+        (Some((_, Some(end))), Some(size)) => Some(end.min(size.saturating_sub(1))),
+        (Some((_, Some(end))), None) => Some(end),
+        (_, Some(size)) => Some(size.saturating_sub(1)),
+        _ => None,
+    };
+    if let (true, Some(size)) = (honoured, total) {
+        if offset >= size && size > 0 {
+            return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                .finish());
+        }
+    }
+    let length = match (honoured, end, total) {
+        (true, Some(end), _) => Some(end + 1 - offset),
+        (false, _, Some(size)) => Some(size),
+        _ => None,
+    };
+    let mut remaining = length;
+    let body = input.stream.map(move |chunk| {
+        let mut chunk = chunk.map_err(stream_error)?;
+        if let Some(left) = remaining.as_mut() {
+            let take = usize::try_from(*left)
+                .unwrap_or(usize::MAX)
+                .min(chunk.len());
+            chunk.truncate(take);
+            *left -= take as u64;
+        }
+        Ok::<_, actix_web::Error>(chunk)
+    });
+    let body =
+        body.take_while(|chunk| futures::future::ready(!matches!(chunk, Ok(c) if c.is_empty())));
+    let mut response = if honoured {
+        HttpResponse::PartialContent()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.insert_header((header::ACCEPT_RANGES, "bytes"));
+    response.content_type(
+        input
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".into()),
+    );
+    if honoured {
+        let total = total.map_or_else(|| "*".to_owned(), |t| t.to_string());
+        let last = end.map_or_else(String::new, |e| e.to_string());
+        response.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {offset}-{last}/{total}"),
+        ));
+    }
+    if let Some(length) = length {
+        response.no_chunking(length);
+    }
+    Ok(response.streaming(body))
+}
+
+async fn ingest(
+    plane: Plane,
+    req: HttpRequest,
+    id: web::Path<String>,
+    mut payload: web::Payload,
+) -> ApiResult {
+    let size = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let (sender, done) = plane
+        .begin_ingest(&id, bearer(&req).as_deref(), size)
+        .await?;
+    while let Some(chunk) = payload.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                let _ = sender
+                    .send(Err(TransferError::Transient(format!(
+                        "upload interrupted: {error}"
+                    ))))
+                    .await;
+                break;
+            }
+        };
+        if sender.send(Ok(chunk)).await.is_err() {
+            // The writer is gone: the flow was suspended or terminated meanwhile.
+            return Err(DataPlaneError::Conflict(format!(
+                "data flow '{id}' stopped accepting data (suspended or terminated)"
+            ))
+            .into());
+        }
+    }
+    drop(sender);
+    let bytes = done.await.map_err(|_| {
+        DataPlaneError::Conflict(format!(
+            "data flow '{id}' stopped accepting data (suspended or terminated)"
+        ))
+    })??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"bytes": bytes})))
+}

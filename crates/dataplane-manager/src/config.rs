@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one data-plane replica (see `docs/configuration.md` for the keys).
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// Stable name of the replica (`edc.runtime.id`); flows record it as their owner.
+    pub runtime_id: String,
+    /// Fresh id of this start.
+    pub incarnation: String,
+    /// Base URL under which this replica's API is reachable by others, e.g.
+    /// `http://dp1:8282/api/v1`; pull and ingest addresses are built from it.
+    pub public_base_url: String,
+    /// Membership lease (`edc.dataplane.state-machine.flow.lease.time`).
+    pub lease: Duration,
+    /// How often the lease is renewed.
+    pub renew_interval: Duration,
+    /// How often unowned and abandoned flows are looked for.
+    pub claim_interval: Duration,
+    /// Flows claimed per statement.
+    pub claim_batch: usize,
+    /// Attempts of a transfer before it is given up (TERMINATED + `errored`).
+    pub retry_limit: u32,
+    /// First retry delay; doubles each attempt (with jitter), capped at 30 s.
+    pub retry_backoff: Duration,
+    /// How long a suspend/terminate call waits for the owner to confirm.
+    pub stop_wait: Duration,
+    /// Where consumer flows without `metadata.destination` write (one file per process id).
+    pub consumer_destination_dir: PathBuf,
+}
+
+impl DataPlaneConfig {
+    /// Defaults for a replica named `runtime_id` reachable at `public_base_url`.
+    pub fn new(runtime_id: impl Into<String>, public_base_url: impl Into<String>) -> Self {
+        Self {
+            runtime_id: runtime_id.into(),
+            incarnation: uuid::Uuid::new_v4().to_string(),
+            public_base_url: public_base_url.into(),
+            lease: Duration::from_millis(2000),
+            renew_interval: Duration::from_millis(500),
+            claim_interval: Duration::from_millis(250),
+            claim_batch: 20,
+            retry_limit: 5,
+            retry_backoff: Duration::from_millis(500),
+            stop_wait: Duration::from_secs(10),
+            consumer_destination_dir: PathBuf::from("./dpf-data/received"),
+        }
+    }
+
+    /// The lease in milliseconds, as the store wants it.
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}

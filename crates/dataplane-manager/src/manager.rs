@@ -1,0 +1,1331 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dataplane_spi::{
+    Checkpoint, DataAddress, DataFlow, DataFlowMessage, DataFlowState, DataFlowStatusMessage,
+    DataFlowStore, FlowKind, FlowOwner, FlowUpdate, MemberRegistration, NewDataFlow,
+    ResourceAddress, SourceStream, StoreError, TransferError, TransferRegistry, HTTP_PULL,
+    HTTP_PUSH,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::callbacks::{CallbackDispatcher, CallbackEvent};
+use crate::datasets::validate_address;
+use crate::pipeline::{counted, transfer_once, Progress};
+use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
+
+type Result<T> = std::result::Result<T, DataPlaneError>;
+
+/// Private metadata key holding the flow's bearer token for pull and ingest.
+const TOKEN_KEY: &str = "token";
+/// Longest retry delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// What a DPS operation answers.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The body (a `DataFlowStatusMessage`).
+    pub message: DataFlowStatusMessage,
+}
+
+/// A transfer running on this replica.
+#[derive(Debug)]
+struct Running {
+    epoch: i64,
+    handle: JoinHandle<()>,
+}
+
+/// Gate of a flow's public pull streams on this replica: closed streams end at once.
+type Gate = Arc<AtomicBool>;
+
+/// A pull granted by [`DataPlane::open_pull`]: the stream (gated, counted) and its range.
+#[derive(Debug)]
+pub struct PullGrant {
+    /// The data from `stream.offset`.
+    pub stream: SourceStream,
+}
+
+/// Everything an operator wants to know about a flow (`GET /api/v1/dataflows/{id}`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFlowView {
+    /// Flow id.
+    pub id: String,
+    /// Transfer process id.
+    pub process_id: String,
+    /// Role.
+    pub kind: FlowKind,
+    /// Transfer profile.
+    pub profile: String,
+    /// Internal state (may be SUSPENDING/TERMINATING).
+    pub state: DataFlowState,
+    /// State as the DPS API shows it.
+    pub dps_state: &'static str,
+    /// Times the current state was entered (retries increase it).
+    pub state_count: i32,
+    /// Retries of the current transfer attempt series.
+    pub retries: i32,
+    /// When the state was entered.
+    pub state_timestamp: chrono::DateTime<chrono::Utc>,
+    /// Creation time.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Last change.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Owning replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    /// Fencing epoch.
+    pub epoch: i64,
+    /// Bytes moved so far (live when this replica runs the flow, else the last recorded).
+    pub bytes_transferred: u64,
+    /// Total bytes, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Last recorded position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    /// Last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
+    /// Participant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
+    /// Source address (tokens removed).
+    pub source: serde_json::Value,
+    /// Destination address (tokens removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<serde_json::Value>,
+    /// Message metadata (agreement, dataset, labels, ...; the flow token removed).
+    pub metadata: serde_json::Value,
+}
+
+/// The data plane of one replica. Share it as `Arc<DataPlane>`.
+#[derive(Debug)]
+pub struct DataPlane {
+    store: Arc<dyn DataFlowStore>,
+    transfers: TransferRegistry,
+    datasets: Arc<DatasetRegistry>,
+    control_planes: Arc<ControlPlaneRegistry>,
+    callbacks: CallbackDispatcher,
+    config: DataPlaneConfig,
+    running: Mutex<HashMap<String, Running>>,
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+    gates: Mutex<HashMap<String, Gate>>,
+}
+
+/// Handle of [`DataPlane::run`]: stop it with [`DataPlaneHandle::shutdown`].
+#[derive(Debug)]
+pub struct DataPlaneHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl DataPlaneHandle {
+    /// Stops claiming, stops local transfers, leaves the cluster (releasing owned flows so
+    /// peers take them at once) and waits for all of it.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn redact(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = value.as_object_mut() {
+        for key in [TOKEN_KEY, "authorization", "claims"] {
+            if map.contains_key(key) {
+                map.insert(key.to_owned(), serde_json::Value::String("***".into()));
+            }
+        }
+    }
+    value
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without revealing, through timing, where two tokens differ.
+fn tokens_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn file_name_for(process_id: &str) -> String {
+    process_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn message(
+    flow: &DataFlow,
+    data_address: Option<DataAddress>,
+    error: Option<String>,
+) -> DataFlowStatusMessage {
+    DataFlowStatusMessage {
+        message_id: uuid::Uuid::new_v4().to_string(),
+        data_flow_id: flow.id.clone(),
+        state: flow.state.dps_name().to_owned(),
+        data_address,
+        error,
+    }
+}
+
+fn illegal(flow_id: &str, state: &str, action: &str) -> DataPlaneError {
+    DataPlaneError::Conflict(format!(
+        "cannot {action} data flow '{flow_id}': it is {state}"
+    ))
+}
+
+fn runs_pipeline(kind: FlowKind) -> bool {
+    matches!(kind, FlowKind::ProviderPush | FlowKind::ConsumerPull)
+}
+
+impl DataPlane {
+    /// A data plane over `store`, moving data with `transfers`.
+    pub fn new(
+        store: Arc<dyn DataFlowStore>,
+        transfers: TransferRegistry,
+        datasets: Arc<DatasetRegistry>,
+        control_planes: Arc<ControlPlaneRegistry>,
+        callbacks: CallbackDispatcher,
+        config: DataPlaneConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            transfers,
+            datasets,
+            control_planes,
+            callbacks,
+            config,
+            running: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DataPlaneConfig {
+        &self.config
+    }
+
+    /// The dataset registry.
+    pub fn datasets(&self) -> &Arc<DatasetRegistry> {
+        &self.datasets
+    }
+
+    /// The control-plane registry.
+    pub fn control_planes(&self) -> &Arc<ControlPlaneRegistry> {
+        &self.control_planes
+    }
+
+    /// The transfer registry.
+    pub fn transfers(&self) -> &TransferRegistry {
+        &self.transfers
+    }
+
+    /// Address types the data plane can read and write.
+    pub fn known_types(&self) -> Vec<String> {
+        let mut types = self.transfers.source_types();
+        types.extend(self.transfers.sink_types());
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    fn me(&self) -> &str {
+        &self.config.runtime_id
+    }
+
+    fn pull_address(&self, flow: &DataFlow) -> DataAddress {
+        let token = flow.metadata.get(TOKEN_KEY).and_then(|t| t.as_str());
+        DataAddress::http(
+            HTTP_PULL,
+            format!(
+                "{}/public/{}",
+                self.config.public_base_url.trim_end_matches('/'),
+                flow.id
+            ),
+            token,
+        )
+    }
+
+    fn ingest_address(&self, flow: &DataFlow) -> DataAddress {
+        let token = flow.metadata.get(TOKEN_KEY).and_then(|t| t.as_str());
+        DataAddress::http(
+            HTTP_PUSH,
+            format!(
+                "{}/ingest/{}",
+                self.config.public_base_url.trim_end_matches('/'),
+                flow.id
+            ),
+            token,
+        )
+    }
+
+    /// The address a flow's state hands out, if any (pull endpoint, ingest endpoint).
+    fn address_for(&self, flow: &DataFlow) -> Option<DataAddress> {
+        match (flow.kind, flow.state) {
+            (FlowKind::ProviderPull, DataFlowState::Started) => Some(self.pull_address(flow)),
+            (FlowKind::ConsumerPush, DataFlowState::Prepared | DataFlowState::Started) => {
+                Some(self.ingest_address(flow))
+            }
+            _ => None,
+        }
+    }
+
+    /// Finds a flow by its id or, failing that, by its process id.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::NotFound`].
+    pub async fn resolve(&self, id: &str) -> Result<DataFlow> {
+        if let Some(flow) = self.store.find(id).await? {
+            return Ok(flow);
+        }
+        self.store
+            .find_by_process_id(id)
+            .await?
+            .ok_or_else(|| DataPlaneError::NotFound(format!("data flow '{id}' not found")))
+    }
+
+    fn check_message(&self, msg: &DataFlowMessage) -> Result<()> {
+        for (field, value) in [
+            ("messageId", &msg.message_id),
+            ("processId", &msg.process_id),
+            ("participantId", &msg.participant_id),
+            ("datasetId", &msg.dataset_id),
+            ("profile", &msg.profile),
+        ] {
+            if value.trim().is_empty() {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "{field} must not be blank"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_new_process(&self, process_id: &str) -> Result<()> {
+        if self.store.find_by_process_id(process_id).await?.is_some() {
+            return Err(DataPlaneError::Conflict(format!(
+                "a data flow for process '{process_id}' exists already"
+            )));
+        }
+        Ok(())
+    }
+
+    fn metadata_of(msg: &DataFlowMessage, token: Option<String>) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        map.insert("messageId".into(), msg.message_id.clone().into());
+        map.insert("agreementId".into(), msg.agreement_id.clone().into());
+        map.insert("datasetId".into(), msg.dataset_id.clone().into());
+        map.insert("counterPartyId".into(), msg.counter_party_id.clone().into());
+        map.insert(
+            "dataspaceContext".into(),
+            msg.dataspace_context.clone().into(),
+        );
+        map.insert(
+            "claims".into(),
+            serde_json::Value::Object(msg.claims.clone()),
+        );
+        if let Some(labels) = &msg.labels {
+            map.insert("labels".into(), serde_json::json!(labels));
+        }
+        if let Some(metadata) = &msg.metadata {
+            map.insert(
+                "metadata".into(),
+                serde_json::Value::Object(metadata.clone()),
+            );
+        }
+        if let Some(token) = token {
+            map.insert(TOKEN_KEY.into(), token.into());
+        }
+        serde_json::Value::Object(map)
+    }
+
+    async fn create(&self, new: NewDataFlow) -> Result<DataFlow> {
+        self.store.create(&new).await.map_err(|error| match error {
+            StoreError::AlreadyExists { .. } => DataPlaneError::Conflict(format!(
+                "a data flow for process '{}' exists already",
+                new.process_id
+            )),
+            other => other.into(),
+        })
+    }
+
+    /// DPS `start` (provider side): `http-push` pushes the dataset to `dataAddress`;
+    /// `http-pull` answers the address of the public pull endpoint. Synchronous: the answer
+    /// is STARTED.
+    ///
+    /// # Errors
+    /// 400 for a bad message (unsupported profile, missing or forbidden `dataAddress`), 404 for
+    /// an unknown dataset, 409 for a duplicate process id. Nothing is created then.
+    pub async fn start(self: &Arc<Self>, msg: DataFlowMessage) -> Result<Outcome> {
+        self.check_message(&msg)?;
+        let kind = match msg.profile.as_str() {
+            HTTP_PUSH => FlowKind::ProviderPush,
+            HTTP_PULL => FlowKind::ProviderPull,
+            other => {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "unsupported profile '{other}'; supported: {HTTP_PUSH}, {HTTP_PULL}"
+                )))
+            }
+        };
+        let source = self.datasets.get(&msg.dataset_id).ok_or_else(|| {
+            DataPlaneError::NotFound(format!(
+                "unknown dataset '{}': register it with PUT /api/v1/datasets/{}",
+                msg.dataset_id, msg.dataset_id
+            ))
+        })?;
+        let (destination, token) = match (kind, &msg.data_address) {
+            (FlowKind::ProviderPush, Some(address)) => {
+                let resource = address.to_resource();
+                validate_address(&resource, &self.known_types())
+                    .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
+                (Some(resource.to_json()), None)
+            }
+            (FlowKind::ProviderPush, None) => {
+                return Err(DataPlaneError::InvalidInput(
+                    "a provider-push start needs a dataAddress to push to".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(DataPlaneError::InvalidInput(
+                    "a pull start must not carry a dataAddress (the data plane provides it)".into(),
+                ))
+            }
+            (_, None) => (None, Some(new_token())),
+        };
+        self.check_new_process(&msg.process_id).await?;
+        let flow = self
+            .create(NewDataFlow {
+                id: uuid::Uuid::new_v4().to_string(),
+                process_id: msg.process_id.clone(),
+                kind,
+                profile: msg.profile.clone(),
+                state: DataFlowState::Started,
+                runtime_id: Some(self.me().to_owned()),
+                source: source.to_json(),
+                destination,
+                metadata: Self::metadata_of(&msg, token),
+                participant_id: Some(msg.participant_id.clone()),
+                callback_address: None,
+            })
+            .await?;
+        tracing::info!(flow_id = %flow.id, process_id = %flow.process_id, kind = ?flow.kind, "data flow started");
+        self.open_gate(&flow.id);
+        if runs_pipeline(kind) {
+            self.spawn_pipeline(flow.clone());
+        }
+        Ok(Outcome {
+            message: message(&flow, self.address_for(&flow), None),
+        })
+    }
+
+    /// DPS `prepare` (consumer side): `http-push` answers the ingest endpoint's address;
+    /// `http-pull` waits for `started` with the provider's address. Synchronous: PREPARED.
+    ///
+    /// # Errors
+    /// 400 for a bad message or destination, 409 for a duplicate process id.
+    pub async fn prepare(self: &Arc<Self>, msg: DataFlowMessage) -> Result<Outcome> {
+        self.check_message(&msg)?;
+        let kind = match msg.profile.as_str() {
+            HTTP_PUSH => FlowKind::ConsumerPush,
+            HTTP_PULL => FlowKind::ConsumerPull,
+            other => {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "unsupported profile '{other}'; supported: {HTTP_PUSH}, {HTTP_PULL}"
+                )))
+            }
+        };
+        let destination = match msg.metadata.as_ref().and_then(|m| m.get("destination")) {
+            Some(value) => {
+                let address = ResourceAddress::from_json(value.clone()).map_err(|e| {
+                    DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
+                })?;
+                validate_address(&address, &self.known_types()).map_err(|e| {
+                    DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
+                })?;
+                address
+            }
+            None => ResourceAddress::file(
+                self.config
+                    .consumer_destination_dir
+                    .join(file_name_for(&msg.process_id))
+                    .to_string_lossy(),
+            ),
+        };
+        self.check_new_process(&msg.process_id).await?;
+        let token = (kind == FlowKind::ConsumerPush).then(new_token);
+        let flow = self
+            .create(NewDataFlow {
+                id: uuid::Uuid::new_v4().to_string(),
+                process_id: msg.process_id.clone(),
+                kind,
+                profile: msg.profile.clone(),
+                state: DataFlowState::Prepared,
+                runtime_id: None,
+                source: serde_json::json!({}),
+                destination: Some(destination.to_json()),
+                metadata: Self::metadata_of(&msg, token),
+                participant_id: Some(msg.participant_id.clone()),
+                callback_address: None,
+            })
+            .await?;
+        tracing::info!(flow_id = %flow.id, process_id = %flow.process_id, kind = ?flow.kind, "data flow prepared");
+        self.open_gate(&flow.id);
+        Ok(Outcome {
+            message: message(&flow, self.address_for(&flow), None),
+        })
+    }
+
+    /// DPS `started` (consumer side only): the provider started. Consumer pull begins pulling
+    /// from the given address.
+    ///
+    /// # Errors
+    /// 404 unknown flow, 409 provider flow or wrong state, 400 missing/forbidden address.
+    pub async fn started(
+        self: &Arc<Self>,
+        id: &str,
+        data_address: Option<DataAddress>,
+    ) -> Result<Outcome> {
+        let flow = self.resolve(id).await?;
+        let update = match (flow.kind, data_address) {
+            (FlowKind::ProviderPush | FlowKind::ProviderPull, _) => {
+                return Err(DataPlaneError::Conflict(format!(
+                    "data flow '{}' is a provider flow; started is a consumer-side signal",
+                    flow.id
+                )))
+            }
+            (FlowKind::ConsumerPull, None) => {
+                return Err(DataPlaneError::InvalidInput(
+                    "a consumer-pull started notification needs the dataAddress to pull from"
+                        .into(),
+                ))
+            }
+            (FlowKind::ConsumerPull, Some(address)) => {
+                let resource = address.to_resource();
+                validate_address(&resource, &self.known_types())
+                    .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
+                FlowUpdate {
+                    source: Some(resource.to_json()),
+                    ..FlowUpdate::default()
+                }
+            }
+            (FlowKind::ConsumerPush, Some(_)) => {
+                return Err(DataPlaneError::InvalidInput(
+                    "a push started notification must not carry a dataAddress".into(),
+                ))
+            }
+            (FlowKind::ConsumerPush, None) => FlowUpdate::default(),
+        };
+        let owner = runs_pipeline(flow.kind).then(|| self.me().to_owned());
+        let started = self
+            .store
+            .transition(
+                &flow.id,
+                &[DataFlowState::Prepared, DataFlowState::Starting],
+                DataFlowState::Started,
+                owner.as_deref(),
+                &update,
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, "start"),
+                other => other.into(),
+            })?;
+        if runs_pipeline(started.kind) {
+            self.spawn_pipeline(started.clone());
+        }
+        Ok(Outcome {
+            message: message(&started, None, None),
+        })
+    }
+
+    /// DPS `suspend`: answers once the flow is SUSPENDED (the owner stopped its transfer).
+    ///
+    /// # Errors
+    /// 404, 409 when the flow is not STARTED, 503 when the owner did not confirm in time.
+    pub async fn suspend(self: &Arc<Self>, id: &str, reason: Option<String>) -> Result<Outcome> {
+        let flow = self.resolve(id).await?;
+        let stopped = self
+            .stop(
+                &flow,
+                DataFlowState::Suspending,
+                DataFlowState::Suspended,
+                reason,
+                "suspend",
+            )
+            .await?;
+        Ok(Outcome {
+            message: message(&stopped, None, None),
+        })
+    }
+
+    /// DPS `terminate`: answers once the flow is TERMINATED.
+    ///
+    /// # Errors
+    /// 404, 409 when the flow is already COMPLETED or TERMINATED, 503 when the owner did not
+    /// confirm in time.
+    pub async fn terminate(self: &Arc<Self>, id: &str, reason: Option<String>) -> Result<Outcome> {
+        let flow = self.resolve(id).await?;
+        let stopped = self
+            .stop(
+                &flow,
+                DataFlowState::Terminating,
+                DataFlowState::Terminated,
+                reason,
+                "terminate",
+            )
+            .await?;
+        Ok(Outcome {
+            message: message(&stopped, None, None),
+        })
+    }
+
+    /// Records the request (`-ING` state), has the owner stop, and waits for the final state.
+    async fn stop(
+        self: &Arc<Self>,
+        flow: &DataFlow,
+        stopping: DataFlowState,
+        stopped: DataFlowState,
+        reason: Option<String>,
+        action: &str,
+    ) -> Result<DataFlow> {
+        let update = FlowUpdate {
+            error_detail: reason,
+            ..FlowUpdate::default()
+        };
+        let requested = self
+            .store
+            .transition(
+                &flow.id,
+                &DataFlowState::predecessors(stopping),
+                stopping,
+                None,
+                &update,
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, action),
+                other => other.into(),
+            })?;
+        self.close_gate(&flow.id);
+        self.finish_stop(&requested, stopped).await?;
+        let deadline = Instant::now() + self.config.stop_wait;
+        loop {
+            let current = self.resolve(&flow.id).await?;
+            if current.state == stopped {
+                return Ok(current);
+            }
+            if current.state.is_terminal() {
+                return Err(illegal(&flow.id, current.state.as_str(), action));
+            }
+            if Instant::now() >= deadline {
+                return Err(DataPlaneError::Unavailable(format!(
+                    "the owner of data flow '{}' did not confirm within {:?}; it is {} and will be {} by its owner or by the replica that takes it over",
+                    flow.id, self.config.stop_wait, current.state, stopped
+                )));
+            }
+            // The owner may be another replica: it notices within one claim interval.
+            if current.runtime_id.is_none()
+                || !self.owner_alive(current.runtime_id.as_deref()).await
+            {
+                self.finish_stop(&current, stopped).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn owner_alive(&self, owner: Option<&str>) -> bool {
+        let Some(owner) = owner else { return false };
+        let (Ok(members), Ok(now)) = (self.store.list_members().await, self.store.now().await)
+        else {
+            return true;
+        };
+        members
+            .iter()
+            .any(|m| m.runtime_id == owner && m.lease_expires_at > now)
+    }
+
+    /// Moves a flow in `SUSPENDING`/`TERMINATING` to its final state, if this replica may: it
+    /// owns it (stops the local transfer first), or nobody does, or its owner is dead.
+    async fn finish_stop(self: &Arc<Self>, flow: &DataFlow, stopped: DataFlowState) -> Result<()> {
+        let stopping = flow.state;
+        match flow.runtime_id.as_deref() {
+            Some(owner) if owner == self.me() => {
+                self.stop_local(&flow.id).await;
+                let token = FlowOwner {
+                    runtime_id: owner.to_owned(),
+                    epoch: flow.epoch,
+                };
+                match self
+                    .store
+                    .update_owned(&token, &flow.id, &FlowUpdate::move_to(stopped))
+                    .await
+                {
+                    Ok(_) | Err(StoreError::WrongState { .. } | StoreError::LeaseLost { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            owner => {
+                if owner.is_some() && self.owner_alive(owner).await {
+                    return Ok(()); // the live owner finishes it
+                }
+                self.stop_local(&flow.id).await;
+                match self
+                    .store
+                    .transition(
+                        &flow.id,
+                        &[stopping],
+                        stopped,
+                        Some(self.me()),
+                        &FlowUpdate::default(),
+                    )
+                    .await
+                {
+                    Ok(_) | Err(StoreError::WrongState { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+        }
+        tracing::info!(flow_id = %flow.id, state = %stopped, "data flow stopped");
+        Ok(())
+    }
+
+    /// DPS `resume`: SUSPENDED → STARTED; this replica takes the flow over and restarts its
+    /// transfer. A `dataAddress` replaces the destination (provider push) or the source
+    /// (consumer pull).
+    ///
+    /// # Errors
+    /// 404, 409 when the flow is not SUSPENDED, 400 for a bad address.
+    pub async fn resume(
+        self: &Arc<Self>,
+        id: &str,
+        data_address: Option<DataAddress>,
+    ) -> Result<Outcome> {
+        let flow = self.resolve(id).await?;
+        let mut update = FlowUpdate::default();
+        if let Some(address) = data_address {
+            let resource = address.to_resource();
+            validate_address(&resource, &self.known_types())
+                .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
+            match flow.kind {
+                FlowKind::ProviderPush => update.destination = Some(resource.to_json()),
+                FlowKind::ConsumerPull => update.source = Some(resource.to_json()),
+                FlowKind::ProviderPull | FlowKind::ConsumerPush => {}
+            }
+        }
+        let resumed = self
+            .store
+            .transition(
+                &flow.id,
+                &[DataFlowState::Suspended],
+                DataFlowState::Started,
+                Some(self.me()),
+                &update,
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, "resume"),
+                other => other.into(),
+            })?;
+        self.open_gate(&resumed.id);
+        if runs_pipeline(resumed.kind) {
+            self.spawn_pipeline(resumed.clone());
+        }
+        tracing::info!(flow_id = %resumed.id, epoch = resumed.epoch, "data flow resumed");
+        Ok(Outcome {
+            message: message(&resumed, self.address_for(&resumed), None),
+        })
+    }
+
+    /// DPS `completed`: the other side finished (provider pull, consumer push).
+    ///
+    /// # Errors
+    /// 404, 409 when the flow is not STARTED.
+    pub async fn completed(self: &Arc<Self>, id: &str) -> Result<Outcome> {
+        let flow = self.resolve(id).await?;
+        if runs_pipeline(flow.kind) && flow.state == DataFlowState::Started {
+            return Err(DataPlaneError::Conflict(format!(
+                "data flow '{}' is still transferring; this data plane reports its own completion",
+                flow.id
+            )));
+        }
+        let completed = self
+            .store
+            .transition(
+                &flow.id,
+                &[DataFlowState::Started],
+                DataFlowState::Completed,
+                None,
+                &FlowUpdate::default(),
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, "complete"),
+                other => other.into(),
+            })?;
+        self.close_gate(&flow.id);
+        self.stop_local(&flow.id).await;
+        Ok(Outcome {
+            message: message(&completed, None, None),
+        })
+    }
+
+    /// DPS `status`.
+    ///
+    /// # Errors
+    /// 404.
+    pub async fn status(&self, id: &str) -> Result<DataFlow> {
+        self.resolve(id).await
+    }
+
+    /// The management view of one flow.
+    ///
+    /// # Errors
+    /// 404.
+    pub async fn view(&self, id: &str) -> Result<DataFlowView> {
+        Ok(self.view_of(self.resolve(id).await?))
+    }
+
+    /// The management view of flows, optionally in one state, oldest first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn views(
+        &self,
+        state: Option<DataFlowState>,
+        limit: usize,
+    ) -> Result<Vec<DataFlowView>> {
+        let states: Vec<DataFlowState> = state.into_iter().collect();
+        Ok(self
+            .store
+            .list(&states, limit)
+            .await?
+            .into_iter()
+            .map(|f| self.view_of(f))
+            .collect())
+    }
+
+    fn view_of(&self, flow: DataFlow) -> DataFlowView {
+        let live = self
+            .progress
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&flow.id).cloned());
+        let recorded = flow
+            .checkpoint
+            .as_ref()
+            .map_or(0, |c| u64::try_from(c.bytes).unwrap_or(0));
+        let (bytes_transferred, bytes_total) = match &live {
+            Some(progress) => (progress.bytes().max(recorded), progress.total()),
+            None => (
+                recorded,
+                flow.metadata
+                    .get("bytesTotal")
+                    .and_then(serde_json::Value::as_u64),
+            ),
+        };
+        DataFlowView {
+            dps_state: flow.state.dps_name(),
+            retries: if flow.state == DataFlowState::Started {
+                flow.state_count - 1
+            } else {
+                0
+            },
+            id: flow.id,
+            process_id: flow.process_id,
+            kind: flow.kind,
+            profile: flow.profile,
+            state: flow.state,
+            state_count: flow.state_count,
+            state_timestamp: flow.state_timestamp,
+            created_at: flow.created_at,
+            updated_at: flow.updated_at,
+            runtime_id: flow.runtime_id,
+            epoch: flow.epoch,
+            bytes_transferred,
+            bytes_total,
+            checkpoint: flow.checkpoint,
+            error_detail: flow.error_detail,
+            participant_id: flow.participant_id,
+            source: redact(flow.source),
+            destination: flow.destination.map(redact),
+            metadata: redact(flow.metadata),
+        }
+    }
+
+    fn check_token(flow: &DataFlow, presented: Option<&str>) -> Result<()> {
+        let expected = flow.metadata.get(TOKEN_KEY).and_then(|t| t.as_str());
+        match (expected, presented) {
+            (Some(expected), Some(presented)) if tokens_equal(expected, presented) => Ok(()),
+            _ => Err(DataPlaneError::Unauthorized(
+                "missing or wrong bearer token for this data flow".into(),
+            )),
+        }
+    }
+
+    /// Authorises a pull from the public endpoint and opens the dataset at `offset`.
+    ///
+    /// # Errors
+    /// 401 wrong token (checked first, so flow ids cannot be probed), 404, 409 when the flow
+    /// is not a STARTED provider-pull flow.
+    pub async fn open_pull(
+        self: &Arc<Self>,
+        id: &str,
+        token: Option<&str>,
+        offset: u64,
+    ) -> Result<PullGrant> {
+        let flow = self.store.find(id).await?;
+        let flow = match flow {
+            Some(flow) => {
+                Self::check_token(&flow, token)?;
+                flow
+            }
+            None => {
+                return Err(DataPlaneError::Unauthorized(
+                    "missing or wrong bearer token for this data flow".into(),
+                ))
+            }
+        };
+        if flow.kind != FlowKind::ProviderPull || flow.state != DataFlowState::Started {
+            return Err(illegal(&flow.id, flow.state.as_str(), "pull from"));
+        }
+        let source_address =
+            ResourceAddress::from_json(flow.source.clone()).map_err(DataPlaneError::Internal)?;
+        let source = self
+            .transfers
+            .source(&source_address)
+            .map_err(transfer_to_api)?;
+        let input = source.open(offset).await.map_err(transfer_to_api)?;
+        let progress = self.progress_of(&flow.id);
+        let gate = self.gate_of(&flow.id);
+        let counted = counted(input, progress);
+        let gated = counted.stream.map(move |chunk| {
+            if gate.load(Ordering::Acquire) {
+                chunk
+            } else {
+                Err(TransferError::Rejected(
+                    "the data flow was suspended or terminated".into(),
+                ))
+            }
+        });
+        // End the stream after the first refused chunk.
+        let gated = gated.scan(false, |failed, chunk| {
+            if *failed {
+                return futures::future::ready(None);
+            }
+            *failed = chunk.is_err();
+            futures::future::ready(Some(chunk))
+        });
+        Ok(PullGrant {
+            stream: SourceStream {
+                stream: Box::pin(gated),
+                ..counted
+            },
+        })
+    }
+
+    /// Authorises an upload to the ingest endpoint and starts writing it to the flow's
+    /// destination. Send the body's chunks into the returned sender, drop it at the end, then
+    /// await the handle for the bytes written.
+    ///
+    /// # Errors
+    /// 401 wrong token, 409 when the flow is not a PREPARED/STARTED consumer-push flow or an
+    /// upload is already running.
+    pub async fn begin_ingest(
+        self: &Arc<Self>,
+        id: &str,
+        token: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<(
+        mpsc::Sender<std::result::Result<bytes::Bytes, TransferError>>,
+        tokio::sync::oneshot::Receiver<Result<u64>>,
+    )> {
+        let flow = match self.store.find(id).await? {
+            Some(flow) => {
+                Self::check_token(&flow, token)?;
+                flow
+            }
+            None => {
+                return Err(DataPlaneError::Unauthorized(
+                    "missing or wrong bearer token for this data flow".into(),
+                ))
+            }
+        };
+        if flow.kind != FlowKind::ConsumerPush
+            || !matches!(flow.state, DataFlowState::Prepared | DataFlowState::Started)
+        {
+            return Err(illegal(&flow.id, flow.state.as_str(), "upload to"));
+        }
+        let destination = flow
+            .destination
+            .clone()
+            .ok_or_else(|| DataPlaneError::Internal("consumer flow without destination".into()))
+            .and_then(|d| ResourceAddress::from_json(d).map_err(DataPlaneError::Internal))?;
+        let sink = self.transfers.sink(&destination).map_err(transfer_to_api)?;
+        let (sender, receiver) = mpsc::channel(8);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let progress = self.progress_of(&flow.id);
+        let input = SourceStream {
+            stream: Box::pin(tokio_stream_from(receiver)),
+            size,
+            content_type: None,
+            offset: 0,
+        };
+        let flow_id = flow.id.clone();
+        // The flow completes on the control plane's `completed`; the upload only moves bytes.
+        let task = tokio::spawn(async move {
+            let result = sink
+                .write(counted(input, progress))
+                .await
+                .map_err(transfer_to_api);
+            if let Ok(bytes) = &result {
+                tracing::info!(%flow_id, bytes, "ingest finished");
+            }
+            let _ = done_tx.send(result);
+        });
+        self.register_running(&flow.id, flow.epoch, task)?;
+        Ok((sender, done_rx))
+    }
+
+    fn register_running(&self, flow_id: &str, epoch: i64, handle: JoinHandle<()>) -> Result<()> {
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| DataPlaneError::Internal("running-flow table lock poisoned".into()))?;
+        if let Some(existing) = running.get(flow_id) {
+            if !existing.handle.is_finished() {
+                handle.abort();
+                return Err(DataPlaneError::Conflict(format!(
+                    "a transfer of data flow '{flow_id}' is already running"
+                )));
+            }
+        }
+        running.insert(flow_id.to_owned(), Running { epoch, handle });
+        Ok(())
+    }
+
+    fn progress_of(&self, flow_id: &str) -> Arc<Progress> {
+        match self.progress.lock() {
+            Ok(mut map) => map.entry(flow_id.to_owned()).or_default().clone(),
+            Err(_) => Arc::new(Progress::default()),
+        }
+    }
+
+    fn gate_of(&self, flow_id: &str) -> Gate {
+        match self.gates.lock() {
+            Ok(mut map) => map
+                .entry(flow_id.to_owned())
+                .or_insert_with(|| Arc::new(AtomicBool::new(true)))
+                .clone(),
+            Err(_) => Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn open_gate(&self, flow_id: &str) {
+        if let Ok(mut map) = self.gates.lock() {
+            map.insert(flow_id.to_owned(), Arc::new(AtomicBool::new(true)));
+        }
+    }
+
+    fn close_gate(&self, flow_id: &str) {
+        if let Ok(map) = self.gates.lock() {
+            if let Some(gate) = map.get(flow_id) {
+                gate.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Stops this replica's transfer of a flow and waits until it cannot write any more.
+    async fn stop_local(&self, flow_id: &str) {
+        self.close_gate(flow_id);
+        let running = self.running.lock().ok().and_then(|mut r| r.remove(flow_id));
+        if let Some(running) = running {
+            running.handle.abort();
+            let _ = running.handle.await;
+            tracing::debug!(%flow_id, epoch = running.epoch, "local transfer stopped");
+        }
+    }
+
+    /// Starts the transfer of a flow this replica owns, unless one is running already.
+    fn spawn_pipeline(self: &Arc<Self>, flow: DataFlow) {
+        let Some(owner) = FlowOwner::of(&flow) else {
+            return;
+        };
+        if let Ok(running) = self.running.lock() {
+            if running
+                .get(&flow.id)
+                .is_some_and(|r| r.epoch == flow.epoch && !r.handle.is_finished())
+            {
+                return;
+            }
+        }
+        let plane = self.clone();
+        let flow_id = flow.id.clone();
+        let progress = Arc::new(Progress::default());
+        if let Ok(mut map) = self.progress.lock() {
+            map.insert(flow_id.clone(), progress.clone());
+        }
+        let epoch = owner.epoch;
+        let handle = tokio::spawn(async move { plane.run_pipeline(flow, owner, progress).await });
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(flow_id, Running { epoch, handle });
+        }
+    }
+
+    async fn run_pipeline(
+        self: Arc<Self>,
+        flow: DataFlow,
+        owner: FlowOwner,
+        progress: Arc<Progress>,
+    ) {
+        let source = ResourceAddress::from_json(flow.source.clone());
+        let destination = flow
+            .destination
+            .clone()
+            .ok_or_else(|| "the flow has no destination".to_owned())
+            .and_then(ResourceAddress::from_json);
+        let (source, destination) = match (source, destination) {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), _) | (_, Err(e)) => {
+                self.fail(&flow, &owner, format!("unusable address: {e}"))
+                    .await;
+                return;
+            }
+        };
+        let mut attempt: u32 = 1;
+        let mut delay = self.config.retry_backoff;
+        loop {
+            match transfer_once(&self.transfers, &source, &destination, progress.clone()).await {
+                Ok(bytes) => {
+                    let update = FlowUpdate {
+                        checkpoint: Some(Checkpoint {
+                            bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                            cursor: None,
+                        }),
+                        ..FlowUpdate::move_to(DataFlowState::Completed)
+                    };
+                    match self.store.update_owned(&owner, &flow.id, &update).await {
+                        Ok(done) => {
+                            tracing::info!(flow_id = %flow.id, bytes, "data flow completed");
+                            self.callback(&done, "completed", None);
+                        }
+                        Err(error) => {
+                            tracing::info!(flow_id = %flow.id, %error, "completion not recorded: the flow moved on")
+                        }
+                    }
+                    break;
+                }
+                Err(error) if error.is_retryable() && attempt < self.config.retry_limit => {
+                    tracing::warn!(flow_id = %flow.id, attempt, %error, "transfer failed; retrying");
+                    let update = FlowUpdate {
+                        error_detail: Some(error.to_string()),
+                        only_from: vec![DataFlowState::Started],
+                        ..FlowUpdate::state(DataFlowState::Started)
+                    };
+                    if let Err(error) = self.store.update_owned(&owner, &flow.id, &update).await {
+                        tracing::info!(flow_id = %flow.id, %error, "retry not recorded: the flow moved on; stopping");
+                        break;
+                    }
+                    let jitter = rand::random::<f64>() * 0.2 + 0.9;
+                    tokio::time::sleep(delay.mul_f64(jitter)).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    attempt += 1;
+                }
+                Err(error) => {
+                    self.fail(&flow, &owner, error.to_string()).await;
+                    break;
+                }
+            }
+        }
+        if let Ok(mut running) = self.running.lock() {
+            if running
+                .get(&flow.id)
+                .is_some_and(|r| r.handle.is_finished() || r.epoch == owner.epoch)
+            {
+                running.remove(&flow.id);
+            }
+        }
+    }
+
+    async fn fail(&self, flow: &DataFlow, owner: &FlowOwner, error: String) {
+        tracing::error!(flow_id = %flow.id, %error, "transfer failed for good");
+        let update = FlowUpdate {
+            error_detail: Some(error.clone()),
+            ..FlowUpdate::move_to(DataFlowState::Terminated)
+        };
+        if let Ok(failed) = self.store.update_owned(owner, &flow.id, &update).await {
+            self.callback(&failed, "errored", Some(error));
+        }
+    }
+
+    fn callback(&self, flow: &DataFlow, event: &'static str, error: Option<String>) {
+        self.callbacks.send(CallbackEvent {
+            process_id: flow.process_id.clone(),
+            participant_id: flow.participant_id.clone(),
+            event,
+            message: message(flow, None, error),
+        });
+    }
+
+    /// Joins the cluster and runs the replica's background work until the handle is shut
+    /// down: lease renewal, claims of unowned STARTED flows, takeover of flows whose owner's
+    /// lease expired, and finishing SUSPENDING/TERMINATING flows this replica owns.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Conflict`] when a live replica already uses this runtime id.
+    pub async fn run(self: &Arc<Self>) -> Result<DataPlaneHandle> {
+        self.join().await?;
+        let (stop, mut stopped) = watch::channel(false);
+        let plane = self.clone();
+        let task = tokio::spawn(async move {
+            let mut last_renew = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    () = tokio::time::sleep(plane.config.claim_interval) => {}
+                }
+                if last_renew.elapsed() >= plane.config.renew_interval {
+                    last_renew = Instant::now();
+                    if let Err(error) = plane.renew().await {
+                        tracing::error!(%error, "lease renewal failed");
+                        continue;
+                    }
+                }
+                if let Err(error) = plane.tick().await {
+                    tracing::warn!(%error, "state machine tick failed");
+                }
+            }
+            plane.leave().await;
+        });
+        Ok(DataPlaneHandle { stop, task })
+    }
+
+    async fn join(&self) -> Result<()> {
+        let registration = MemberRegistration {
+            runtime_id: self.me().to_owned(),
+            incarnation: self.config.incarnation.clone(),
+            lease_ms: self.config.lease_ms(),
+            state: "HEALTHY".into(),
+        };
+        self.store.register_member(&registration).await?;
+        tracing::info!(runtime_id = %self.me(), incarnation = %self.config.incarnation, "joined the cluster");
+        Ok(())
+    }
+
+    async fn renew(self: &Arc<Self>) -> Result<()> {
+        match self
+            .store
+            .renew_member(self.me(), &self.config.incarnation, self.config.lease_ms())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::MembershipLost(message)) => {
+                // Our flows may already belong to others: stop writing at once, then rejoin.
+                tracing::error!(%message, "membership lost; stopping every local transfer");
+                self.stop_all().await;
+                self.join().await
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn tick(self: &Arc<Self>) -> Result<()> {
+        let batch = self.config.claim_batch;
+        let me = self.me().to_owned();
+        for flow in self
+            .store
+            .claim(&me, &[DataFlowState::Started], batch)
+            .await?
+        {
+            self.adopt(flow).await;
+        }
+        let abandoned = [
+            DataFlowState::Started,
+            DataFlowState::Suspending,
+            DataFlowState::Terminating,
+        ];
+        for flow in self.store.take_over(&me, &abandoned, batch).await? {
+            tracing::info!(flow_id = %flow.id, epoch = flow.epoch, state = %flow.state, "took over a data flow of a dead replica");
+            self.adopt(flow).await;
+        }
+        let stopping = [DataFlowState::Suspending, DataFlowState::Terminating];
+        for flow in self.store.list_owned(&me, &stopping, batch).await? {
+            self.adopt(flow).await;
+        }
+        Ok(())
+    }
+
+    /// Continues a flow this replica just obtained or must finish.
+    async fn adopt(self: &Arc<Self>, flow: DataFlow) {
+        match flow.state {
+            DataFlowState::Suspending => {
+                let _ = self.finish_stop(&flow, DataFlowState::Suspended).await;
+            }
+            DataFlowState::Terminating => {
+                let _ = self.finish_stop(&flow, DataFlowState::Terminated).await;
+            }
+            DataFlowState::Started if runs_pipeline(flow.kind) => self.spawn_pipeline(flow),
+            _ => {}
+        }
+    }
+
+    async fn stop_all(&self) {
+        let ids: Vec<String> = self
+            .running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.stop_local(&id).await;
+        }
+    }
+
+    async fn leave(&self) {
+        self.stop_all().await;
+        match self
+            .store
+            .remove_member(self.me(), &self.config.incarnation)
+            .await
+        {
+            Ok(released) => tracing::info!(released, "left the cluster; owned flows released"),
+            Err(error) => tracing::warn!(%error, "could not leave the cluster cleanly"),
+        }
+    }
+}
+
+fn transfer_to_api(error: TransferError) -> DataPlaneError {
+    match error {
+        TransferError::Unsupported(_) | TransferError::InvalidAddress(_) => {
+            DataPlaneError::InvalidInput(error.to_string())
+        }
+        TransferError::Rejected(_) => DataPlaneError::Conflict(error.to_string()),
+        TransferError::Transient(_) => DataPlaneError::Unavailable(error.to_string()),
+    }
+}
+
+/// A `Stream` over an mpsc receiver (ingest bodies).
+fn tokio_stream_from(
+    mut receiver: mpsc::Receiver<std::result::Result<bytes::Bytes, TransferError>>,
+) -> impl futures::Stream<Item = std::result::Result<bytes::Bytes, TransferError>> + Send {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}

@@ -1,0 +1,413 @@
+//! What the dpf launchers share, so that each `main` only composes: the command line
+//! ([`Cli`]), logging, opening the store named by `dpf.store.url`, assembling a data plane from
+//! configuration ([`build_data_plane`]) and registering it with a selector
+//! ([`spawn_self_registration`]). Launcher support, so it may use `anyhow`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dataplane_manager::{
+    CallbackDispatcher, ControlPlaneRegistry, DataPlane, DataPlaneConfig, DatasetRegistry,
+};
+use dataplane_spi::{
+    ControlPlaneRegistration, DataFlowStore, TransferRegistry, HTTP_PULL, HTTP_PUSH,
+};
+use dataplane_store_sql::{SqlStore, SqlStoreOptions, StoreUrl, DEFAULT_STORE_URL};
+use dpf_config::Config;
+use selector_client::SelectorClient;
+use selector_spi::DataPlaneRegistration;
+
+/// Key prefixes shown by `--dump-config`.
+pub const DUMP_PREFIXES: &[&str] = &["web.", "dpf.", "edc."];
+
+/// The command line of every launcher.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// A Java .properties file with configuration keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Set a configuration key (highest precedence); repeatable.
+    #[arg(short = 'D', long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub dump_config: bool,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending store migrations and exit.
+    Migrate,
+}
+
+/// Loads the configuration: `defaults`, the `--config` file, the environment, `-D` flags.
+///
+/// # Errors
+/// Unreadable file or malformed entries.
+pub fn load_config(cli: &Cli, defaults: &[(&str, &str)]) -> anyhow::Result<Config> {
+    Ok(Config::load(defaults, cli.config.as_deref(), &cli.set)?)
+}
+
+/// Text or JSON logs on stderr, filtered by `RUST_LOG` or `dpf.log.level`.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(config.get_or("dpf.log.level", "info"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.get_or("dpf.log.format", "text") == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Opens the SQL store named by `dpf.store.url` (applying migrations), or `None` for `memory:`.
+///
+/// # Errors
+/// A bad URL, or a database that cannot be opened (the message names the URL without its
+/// password).
+pub async fn open_sql_store(config: &Config) -> anyhow::Result<Option<SqlStore>> {
+    let url = StoreUrl::parse(config.get_or("dpf.store.url", DEFAULT_STORE_URL))
+        .map_err(anyhow::Error::msg)?;
+    if url == StoreUrl::Memory {
+        return Ok(None);
+    }
+    let options = SqlStoreOptions {
+        pool_size: config.parse_or("dpf.store.pool.size", 10)?,
+        ..SqlStoreOptions::default()
+    };
+    let store = SqlStore::open(&url, options)
+        .await
+        .with_context(|| format!("cannot open the store {url} (dpf.store.url)"))?;
+    tracing::info!(store = %url, "store opened");
+    Ok(Some(store))
+}
+
+/// Runs the `migrate` subcommand if it was given; returns whether it ran.
+///
+/// # Errors
+/// As [`open_sql_store`].
+pub async fn run_migrate_if_asked(cli: &Cli, config: &Config) -> anyhow::Result<bool> {
+    if !matches!(cli.command, Some(Command::Migrate)) {
+        return Ok(false);
+    }
+    match open_sql_store(config).await? {
+        Some(_) => println!(
+            "store {} is up to date",
+            config.get_or("dpf.store.url", DEFAULT_STORE_URL)
+        ),
+        None => println!("memory: needs no migration"),
+    }
+    Ok(true)
+}
+
+/// Data-plane defaults shared by the data-plane and embedded launchers.
+pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
+    ("dpf.store.url", DEFAULT_STORE_URL),
+    ("dpf.store.pool.size", "10"),
+    ("edc.runtime.id", "dataplane"),
+    ("edc.dataplane.state-machine.flow.lease.time", "2000"),
+    (
+        "edc.dataplane.state-machine.flow.lease.renew-interval",
+        "500",
+    ),
+    ("edc.dataplane.state-machine.claim.interval", "250"),
+    ("edc.dataplane.state-machine.batch-size", "20"),
+    ("dpf.transfer.retry.limit", "5"),
+    ("dpf.transfer.retry.backoff", "500"),
+    ("dpf.signaling.stop.wait", "10000"),
+    ("dpf.callback.retry.limit", "10"),
+    ("dpf.callback.retry.backoff", "500"),
+    ("dpf.consumer.destination.dir", "./dpf-data/received"),
+    ("dpf.log.level", "info"),
+    ("dpf.log.format", "text"),
+];
+
+/// Builds a data plane from configuration over `store`. `public_base_url` is where this
+/// replica's `/api/v1` is reachable (`dpf.public.url`, else derived from the bound address).
+///
+/// # Errors
+/// Invalid values, incomplete datasets or control planes.
+pub fn build_data_plane(
+    config: &Config,
+    store: Arc<dyn DataFlowStore>,
+    public_base_url: &str,
+) -> anyhow::Result<Arc<DataPlane>> {
+    let millis = |key: &str, default: u64| -> anyhow::Result<Duration> {
+        Ok(Duration::from_millis(config.parse_or(key, default)?))
+    };
+    let mut settings = DataPlaneConfig::new(
+        config.get_or("edc.runtime.id", "dataplane"),
+        public_base_url,
+    );
+    settings.lease = millis("edc.dataplane.state-machine.flow.lease.time", 2000)?;
+    settings.renew_interval = millis("edc.dataplane.state-machine.flow.lease.renew-interval", 500)?;
+    settings.claim_interval = millis("edc.dataplane.state-machine.claim.interval", 250)?;
+    settings.claim_batch = config.parse_or("edc.dataplane.state-machine.batch-size", 20)?;
+    settings.retry_limit = config.parse_or("dpf.transfer.retry.limit", 5)?;
+    settings.retry_backoff = millis("dpf.transfer.retry.backoff", 500)?;
+    settings.stop_wait = millis("dpf.signaling.stop.wait", 10_000)?;
+    settings.consumer_destination_dir =
+        PathBuf::from(config.get_or("dpf.consumer.destination.dir", "./dpf-data/received"));
+    anyhow::ensure!(
+        settings.renew_interval < settings.lease,
+        "the lease renew interval ({:?}) must be shorter than the lease ({:?})",
+        settings.renew_interval,
+        settings.lease
+    );
+
+    let transfers = TransferRegistry::builder()
+        .source(Arc::new(transfer_fs::FileSourceFactory::new()))
+        .and_then(|b| b.sink(Arc::new(transfer_fs::FileSinkFactory::new())))
+        .and_then(|b| b.source(Arc::new(transfer_http::HttpSourceFactory::default())))
+        .and_then(|b| b.sink(Arc::new(transfer_http::HttpSinkFactory::default())))
+        .map_err(anyhow::Error::msg)?
+        .build();
+    let mut known = transfers.source_types();
+    known.extend(transfers.sink_types());
+    let datasets = DatasetRegistry::from_entries(&config.with_prefix("dpf.dataset."), &known)?;
+
+    let control_planes = Arc::new(ControlPlaneRegistry::new());
+    let mut endpoints: Vec<(String, String)> = config
+        .with_prefix("dpf.controlplane.")
+        .into_iter()
+        .filter_map(|(key, value)| {
+            key.strip_suffix(".endpoint")
+                .map(|id| (id.to_owned(), value))
+        })
+        .collect();
+    endpoints.sort();
+    for (id, endpoint) in endpoints {
+        control_planes
+            .put(ControlPlaneRegistration {
+                controlplane_id: id.clone(),
+                endpoint,
+                authorization: serde_json_none(),
+            })
+            .with_context(|| format!("dpf.controlplane.{id}.endpoint"))?;
+    }
+    let callbacks = CallbackDispatcher::new(
+        control_planes.clone(),
+        config.parse_or("dpf.callback.retry.limit", 10)?,
+        millis("dpf.callback.retry.backoff", 500)?,
+    );
+    Ok(DataPlane::new(
+        store,
+        transfers,
+        Arc::new(datasets),
+        control_planes,
+        callbacks,
+        settings,
+    ))
+}
+
+fn serde_json_none() -> serde_json::Value {
+    serde_json::json!({"type": "none"})
+}
+
+/// The DPS registration this replica sends to the selector.
+pub fn registration_for(config: &Config, plane: &DataPlane) -> DataPlaneRegistration {
+    let id = config
+        .get("dpf.dataplane.id")
+        .map_or_else(|| plane.config().runtime_id.clone(), str::to_owned);
+    let endpoint = config.get("dpf.dataplane.endpoint").map_or_else(
+        || {
+            format!(
+                "{}/signaling",
+                plane.config().public_base_url.trim_end_matches('/')
+            )
+        },
+        str::to_owned,
+    );
+    let mut registration =
+        DataPlaneRegistration::new(id, endpoint, vec![HTTP_PUSH.into(), HTTP_PULL.into()]);
+    registration.authorization = Some(DataPlaneRegistration::no_authorization());
+    registration.labels = config
+        .get("dpf.dataplane.labels")
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    registration.allowed_source_types = plane.transfers().source_types();
+    registration
+}
+
+/// Registers with the selector now and every `interval` (the DPS registration is idempotent,
+/// so a selector that lost its state learns about this replica again). An unreachable
+/// selector is a warning and a retry with backoff, never a crash.
+pub fn spawn_self_registration(
+    client: Arc<dyn SelectorClient>,
+    registration: DataPlaneRegistration,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(250);
+        let mut registered = false;
+        loop {
+            match client.register(&registration).await {
+                Ok(instance) => {
+                    if !registered {
+                        tracing::info!(dataplane = %instance.id, endpoint = %instance.endpoint, "registered with the selector");
+                    }
+                    registered = true;
+                    backoff = Duration::from_millis(250);
+                    tokio::time::sleep(interval).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "cannot register with the selector; retrying");
+                    registered = false;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    })
+}
+
+/// Which selector a data-plane process talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectorMode {
+    /// A standalone selector at `edc.dpf.selector.url` (optional: no registration when unset).
+    Remote,
+    /// A selector embedded in this process, served at `/api/v1/selector`.
+    Embedded,
+}
+
+/// Runs a data-plane process (the data-plane and embedded launchers): parses the command line,
+/// opens the store, joins the cluster, serves the API, registers with the selector, and on
+/// SIGINT/SIGTERM stops serving, stops transfers and leaves the cluster (releasing its flows).
+///
+/// # Errors
+/// Configuration, store, port or membership problems, with a message saying which key to fix.
+pub async fn run_data_plane_process(
+    mode: SelectorMode,
+    defaults: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use actix_web::{web, App, HttpServer};
+
+    let cli = Cli::parse();
+    let mut all_defaults: Vec<(&str, &str)> = DATA_PLANE_DEFAULTS.to_vec();
+    all_defaults.extend_from_slice(defaults);
+    let config = load_config(&cli, &all_defaults)?;
+    if cli.dump_config {
+        println!("{}", config.dump(DUMP_PREFIXES));
+        return Ok(());
+    }
+    init_logging(&config);
+    if run_migrate_if_asked(&cli, &config).await? {
+        return Ok(());
+    }
+    let sql = open_sql_store(&config).await?;
+    let flow_store: Arc<dyn DataFlowStore> = match &sql {
+        Some(store) => Arc::new(store.clone()),
+        None => Arc::new(dataplane_spi::memory::InMemoryDataFlowStore::new()),
+    };
+
+    let host = config.get_or("web.http.host", "127.0.0.1").to_owned();
+    let port: u16 = config.parse_or("web.http.port", 8282)?;
+    let workers: usize = config.parse_or("web.http.workers", 2)?;
+    let listener = std::net::TcpListener::bind((host.as_str(), port)).with_context(|| {
+        format!("cannot listen on {host}:{port} (web.http.host / web.http.port)")
+    })?;
+    let address = listener.local_addr()?;
+    let public = config
+        .get("dpf.public.url")
+        .map_or_else(|| format!("http://{address}/api/v1"), str::to_owned);
+
+    let plane = build_data_plane(&config, flow_store, &public)?;
+    let background = plane.run().await.with_context(|| {
+        format!(
+            "cannot join the cluster as '{}' (edc.runtime.id)",
+            plane.config().runtime_id
+        )
+    })?;
+
+    let selector: Option<Arc<dyn selector_spi::DataPlaneSelector>> = match mode {
+        SelectorMode::Embedded => {
+            let instances: Arc<dyn selector_spi::DataPlaneInstanceStore> = match &sql {
+                Some(store) => Arc::new(store.clone()),
+                None => Arc::new(selector_core::InMemoryInstanceStore::new()),
+            };
+            let registry = selector_core::default_registry_builder()
+                .default_strategy(config.get_or("edc.dpf.selector.strategy", "random"))
+                .build()
+                .context("invalid edc.dpf.selector.strategy")?;
+            let selector: Arc<dyn selector_spi::DataPlaneSelector> = Arc::new(
+                selector_core::DefaultDataPlaneSelector::new(instances, registry),
+            );
+            let seeds = selector_core::seed::registrations_from_entries(
+                &config.with_prefix(selector_core::seed::SEED_PREFIX),
+            )?;
+            selector_core::seed::apply(selector.as_ref(), &seeds).await?;
+            Some(selector)
+        }
+        SelectorMode::Remote => None,
+    };
+    let client: Option<Arc<dyn SelectorClient>> =
+        match (&selector, config.get("edc.dpf.selector.url")) {
+            (Some(selector), _) => Some(Arc::new(selector_client::LocalSelectorClient::new(
+                selector.clone(),
+            ))),
+            (None, Some(url)) => Some(Arc::new(
+                selector_client::RemoteSelectorClient::for_url(url)
+                    .context("invalid edc.dpf.selector.url")?,
+            )),
+            (None, None) => {
+                tracing::info!("edc.dpf.selector.url is not set: not registering with a selector");
+                None
+            }
+        };
+    let registration_task = client.map(|client| {
+        spawn_self_registration(
+            client,
+            registration_for(&config, &plane),
+            Duration::from_secs(30),
+        )
+    });
+
+    let app_plane = plane.clone();
+    let server = HttpServer::new(move || {
+        let mut app = App::new();
+        if let Some(selector) = &selector {
+            app = app.configure(selector_api::configure_at(
+                EMBEDDED_SELECTOR_PATH,
+                selector.clone(),
+            ));
+        }
+        app.configure(dataplane_api::configure(app_plane.clone()))
+            .default_service(web::to(api_common::not_found_handler))
+    })
+    .workers(workers.max(1))
+    .listen(listener)?
+    .run();
+    // Printed on stdout so scripts and tests can find the port when web.http.port=0.
+    println!("dpf data plane listening on http://{address}/api/v1");
+    if mode == SelectorMode::Embedded {
+        println!("dpf selector listening on http://{address}{EMBEDDED_SELECTOR_PATH}");
+    }
+    tracing::info!(%address, runtime_id = %plane.config().runtime_id, public = %public, "data plane started");
+    server.await?;
+    if let Some(task) = registration_task {
+        task.abort();
+    }
+    background.shutdown().await;
+    tracing::info!("data plane stopped");
+    Ok(())
+}
+
+/// Where the embedded launcher serves the selector API.
+pub const EMBEDDED_SELECTOR_PATH: &str = "/api/v1/selector";

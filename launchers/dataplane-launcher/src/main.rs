@@ -1,0 +1,22 @@
+//! One dpf data-plane replica: DPS endpoint, transfers, cluster membership; registers with a standalone selector.
+//!
+//! ```text
+//! cargo run -p dataplane-launcher -- [--config FILE] [-D key=value]... [--dump-config] [migrate]
+//! ```
+//!
+//! Keys are listed in `docs/configuration.md`; every key can also be set from the environment
+//! (`WEB_HTTP_PORT=0`, `EDC_RUNTIME_ID=dp-1`, ...).
+
+use dpf_launch::{run_data_plane_process, SelectorMode};
+
+/// Defaults of this launcher (on top of the shared data-plane defaults).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("web.http.host", "127.0.0.1"),
+    ("web.http.port", "8282"),
+    ("web.http.workers", "2"),
+];
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    run_data_plane_process(SelectorMode::Remote, DEFAULTS).await
+}
