@@ -132,6 +132,30 @@ impl Launcher {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, `KILL`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit (after a signal); returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -143,6 +167,35 @@ impl Drop for Launcher {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts `count` data-plane replicas named `r0`, `r1`, … at once, sharing `store_url`, each
+/// in its own directory under `dir`, with `extra` arguments.
+pub fn start_replicas(count: usize, store_url: &str, extra: &[&str], dir: &Path) -> Vec<Launcher> {
+    let handles: Vec<_> = (0..count)
+        .map(|i| {
+            let dir = dir.join(format!("r{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut args: Vec<String> = vec![
+                "-D".into(),
+                format!("edc.runtime.id=r{i}"),
+                "-D".into(),
+                format!("dpf.store.url={store_url}"),
+            ];
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Launcher::start("dataplane-launcher", &args, &[], &dir)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// The store URLs the cluster tests run on: a throwaway PostgreSQL database, and a SQLite file
+/// shared by every replica on this host.
+pub fn postgres_store_url() -> String {
+    test_utils::postgres_database().url().to_owned()
 }
 
 /// Sends a request with an optional JSON body; returns the status and the JSON body (Null when

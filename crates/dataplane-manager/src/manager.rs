@@ -23,6 +23,8 @@ type Result<T> = std::result::Result<T, DataPlaneError>;
 
 /// Private metadata key holding the flow's bearer token for pull and ingest.
 const TOKEN_KEY: &str = "token";
+/// Most claim (or takeover) statements per tick.
+const MAX_BATCHES_PER_TICK: usize = 50;
 /// Longest retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -116,6 +118,12 @@ pub struct DataPlane {
     running: Mutex<HashMap<String, Running>>,
     progress: Mutex<HashMap<String, Arc<Progress>>>,
     gates: Mutex<HashMap<String, Gate>>,
+    /// The current incarnation (a fresh one after the membership was lost).
+    incarnation: Mutex<String>,
+    /// Self-fencing: milliseconds since `clock_origin` until which this replica may be sure
+    /// nobody else took its flows (its last successful renewal plus the lease, minus a margin).
+    lease_deadline: std::sync::atomic::AtomicU64,
+    clock_origin: Instant,
 }
 
 /// Handle of [`DataPlane::run`]: stop it with [`DataPlaneHandle::shutdown`].
@@ -214,10 +222,13 @@ impl DataPlane {
             datasets,
             control_planes,
             callbacks,
-            config,
             running: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            incarnation: Mutex::new(config.incarnation.clone()),
+            lease_deadline: std::sync::atomic::AtomicU64::new(0),
+            clock_origin: Instant::now(),
+            config,
         })
     }
 
@@ -252,6 +263,32 @@ impl DataPlane {
 
     fn me(&self) -> &str {
         &self.config.runtime_id
+    }
+
+    fn incarnation(&self) -> String {
+        self.incarnation
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_else(|_| self.config.incarnation.clone())
+    }
+
+    fn millis_since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.clock_origin).as_millis())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Records a successful lease write that started at `began`: the lease is ours until
+    /// `began + lease` on any clock that runs at the database's rate; keep a tenth as margin.
+    fn lease_renewed(&self, began: Instant) {
+        let valid = self.config.lease.mul_f64(0.9);
+        self.lease_deadline
+            .store(self.millis_since_origin(began + valid), Ordering::Release);
+    }
+
+    /// Whether this replica's lease is certainly still valid (monotonic clock). A replica that
+    /// was paused (SIGSTOP) past its lease finds out here before writing anything.
+    pub fn lease_valid(&self) -> bool {
+        self.millis_since_origin(Instant::now()) < self.lease_deadline.load(Ordering::Acquire)
     }
 
     fn pull_address(&self, flow: &DataFlow) -> DataAddress {
@@ -628,6 +665,12 @@ impl DataPlane {
                 other => other.into(),
             })?;
         self.close_gate(&flow.id);
+        if requested.runtime_id.as_deref() != Some(self.me()) {
+            // Wake the owner now rather than at its next poll; polling covers a lost hint.
+            if let Err(error) = self.store.notify_change(&flow.id).await {
+                tracing::debug!(%error, "change hint not sent");
+            }
+        }
         self.finish_stop(&requested, stopped).await?;
         let deadline = Instant::now() + self.config.stop_wait;
         loop {
@@ -1098,6 +1141,23 @@ impl DataPlane {
         owner: FlowOwner,
         progress: Arc<Progress>,
     ) {
+        self.run_pipeline_attempts(&flow, &owner, progress).await;
+        if let Ok(mut running) = self.running.lock() {
+            if running
+                .get(&flow.id)
+                .is_some_and(|r| r.epoch == owner.epoch)
+            {
+                running.remove(&flow.id);
+            }
+        }
+    }
+
+    async fn run_pipeline_attempts(
+        self: &Arc<Self>,
+        flow: &DataFlow,
+        owner: &FlowOwner,
+        progress: Arc<Progress>,
+    ) {
         let source = ResourceAddress::from_json(flow.source.clone());
         let destination = flow
             .destination
@@ -1107,7 +1167,7 @@ impl DataPlane {
         let (source, destination) = match (source, destination) {
             (Ok(s), Ok(d)) => (s, d),
             (Err(e), _) | (_, Err(e)) => {
-                self.fail(&flow, &owner, format!("unusable address: {e}"))
+                self.fail(flow, owner, format!("unusable address: {e}"))
                     .await;
                 return;
             }
@@ -1115,7 +1175,20 @@ impl DataPlane {
         let mut attempt: u32 = 1;
         let mut delay = self.config.retry_backoff;
         loop {
-            match transfer_once(&self.transfers, &source, &destination, progress.clone()).await {
+            let plane = self.clone();
+            let result = transfer_once(
+                &self.transfers,
+                &source,
+                &destination,
+                progress.clone(),
+                move || plane.lease_valid(),
+            )
+            .await;
+            if !self.lease_valid() {
+                tracing::error!(flow_id = %flow.id, "lease expired during the transfer: stopped without writing further (self-fencing)");
+                return;
+            }
+            match result {
                 Ok(bytes) => {
                     let update = FlowUpdate {
                         checkpoint: Some(Checkpoint {
@@ -1124,16 +1197,16 @@ impl DataPlane {
                         }),
                         ..FlowUpdate::move_to(DataFlowState::Completed)
                     };
-                    match self.store.update_owned(&owner, &flow.id, &update).await {
+                    match self.store.update_owned(owner, &flow.id, &update).await {
                         Ok(done) => {
                             tracing::info!(flow_id = %flow.id, bytes, "data flow completed");
                             self.callback(&done, "completed", None);
                         }
                         Err(error) => {
-                            tracing::info!(flow_id = %flow.id, %error, "completion not recorded: the flow moved on")
+                            tracing::warn!(flow_id = %flow.id, %error, "completion not recorded: the flow moved on");
                         }
                     }
-                    break;
+                    return;
                 }
                 Err(error) if error.is_retryable() && attempt < self.config.retry_limit => {
                     tracing::warn!(flow_id = %flow.id, attempt, %error, "transfer failed; retrying");
@@ -1142,9 +1215,9 @@ impl DataPlane {
                         only_from: vec![DataFlowState::Started],
                         ..FlowUpdate::state(DataFlowState::Started)
                     };
-                    if let Err(error) = self.store.update_owned(&owner, &flow.id, &update).await {
-                        tracing::info!(flow_id = %flow.id, %error, "retry not recorded: the flow moved on; stopping");
-                        break;
+                    if let Err(error) = self.store.update_owned(owner, &flow.id, &update).await {
+                        tracing::warn!(flow_id = %flow.id, %error, "retry not recorded: the flow moved on; stopping");
+                        return;
                     }
                     let jitter = rand::random::<f64>() * 0.2 + 0.9;
                     tokio::time::sleep(delay.mul_f64(jitter)).await;
@@ -1152,17 +1225,9 @@ impl DataPlane {
                     attempt += 1;
                 }
                 Err(error) => {
-                    self.fail(&flow, &owner, error.to_string()).await;
-                    break;
+                    self.fail(flow, owner, error.to_string()).await;
+                    return;
                 }
-            }
-        }
-        if let Ok(mut running) = self.running.lock() {
-            if running
-                .get(&flow.id)
-                .is_some_and(|r| r.handle.is_finished() || r.epoch == owner.epoch)
-            {
-                running.remove(&flow.id);
             }
         }
     }
@@ -1197,18 +1262,29 @@ impl DataPlane {
         self.join().await?;
         let (stop, mut stopped) = watch::channel(false);
         let plane = self.clone();
+        let mut hints = self.store.change_hints();
         let task = tokio::spawn(async move {
             let mut last_renew = Instant::now();
             loop {
+                let hinted = async {
+                    match hints.as_mut() {
+                        Some(receiver) => {
+                            if receiver.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = stopped.changed() => break,
                     () = tokio::time::sleep(plane.config.claim_interval) => {}
+                    () = hinted => {}
                 }
                 if last_renew.elapsed() >= plane.config.renew_interval {
                     last_renew = Instant::now();
                     if let Err(error) = plane.renew().await {
                         tracing::error!(%error, "lease renewal failed");
-                        continue;
                     }
                 }
                 if let Err(error) = plane.tick().await {
@@ -1221,28 +1297,39 @@ impl DataPlane {
     }
 
     async fn join(&self) -> Result<()> {
+        let incarnation = self.incarnation();
         let registration = MemberRegistration {
             runtime_id: self.me().to_owned(),
-            incarnation: self.config.incarnation.clone(),
+            incarnation: incarnation.clone(),
             lease_ms: self.config.lease_ms(),
             state: "HEALTHY".into(),
         };
+        let began = Instant::now();
         self.store.register_member(&registration).await?;
-        tracing::info!(runtime_id = %self.me(), incarnation = %self.config.incarnation, "joined the cluster");
+        self.lease_renewed(began);
+        tracing::info!(runtime_id = %self.me(), %incarnation, "joined the cluster");
         Ok(())
     }
 
     async fn renew(self: &Arc<Self>) -> Result<()> {
+        let began = Instant::now();
         match self
             .store
-            .renew_member(self.me(), &self.config.incarnation, self.config.lease_ms())
+            .renew_member(self.me(), &self.incarnation(), self.config.lease_ms())
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.lease_renewed(began);
+                Ok(())
+            }
             Err(StoreError::MembershipLost(message)) => {
-                // Our flows may already belong to others: stop writing at once, then rejoin.
+                // Our flows may already belong to others: stop writing at once, then rejoin as
+                // a new incarnation, which releases whatever we still held so it runs again.
                 tracing::error!(%message, "membership lost; stopping every local transfer");
                 self.stop_all().await;
+                if let Ok(mut incarnation) = self.incarnation.lock() {
+                    *incarnation = uuid::Uuid::new_v4().to_string();
+                }
                 self.join().await
             }
             Err(other) => Err(other.into()),
@@ -1250,23 +1337,43 @@ impl DataPlane {
     }
 
     async fn tick(self: &Arc<Self>) -> Result<()> {
+        if !self.lease_valid() {
+            // Renewal is late: whatever we run may already belong to someone else.
+            self.stop_all().await;
+            return Ok(());
+        }
         let batch = self.config.claim_batch;
         let me = self.me().to_owned();
-        for flow in self
-            .store
-            .claim(&me, &[DataFlowState::Started], batch)
-            .await?
-        {
-            self.adopt(flow).await;
+        // Keep claiming while batches come back full, so that a burst (a dead replica's flows)
+        // is absorbed within one tick rather than one batch per tick.
+        for _ in 0..MAX_BATCHES_PER_TICK {
+            let claimed = self
+                .store
+                .claim(&me, &[DataFlowState::Started], batch)
+                .await?;
+            let full = claimed.len() == batch;
+            for flow in claimed {
+                self.adopt(flow).await;
+            }
+            if !full {
+                break;
+            }
         }
         let abandoned = [
             DataFlowState::Started,
             DataFlowState::Suspending,
             DataFlowState::Terminating,
         ];
-        for flow in self.store.take_over(&me, &abandoned, batch).await? {
-            tracing::info!(flow_id = %flow.id, epoch = flow.epoch, state = %flow.state, "took over a data flow of a dead replica");
-            self.adopt(flow).await;
+        for _ in 0..MAX_BATCHES_PER_TICK {
+            let taken = self.store.take_over(&me, &abandoned, batch).await?;
+            let full = taken.len() == batch;
+            for flow in taken {
+                tracing::info!(flow_id = %flow.id, epoch = flow.epoch, state = %flow.state, "took over a data flow of a dead replica");
+                self.adopt(flow).await;
+            }
+            if !full {
+                break;
+            }
         }
         let stopping = [DataFlowState::Suspending, DataFlowState::Terminating];
         for flow in self.store.list_owned(&me, &stopping, batch).await? {
@@ -1304,7 +1411,7 @@ impl DataPlane {
         self.stop_all().await;
         match self
             .store
-            .remove_member(self.me(), &self.config.incarnation)
+            .remove_member(self.me(), &self.incarnation())
             .await
         {
             Ok(released) => tracing::info!(released, "left the cluster; owned flows released"),

@@ -50,18 +50,45 @@ pub fn counted(input: SourceStream, progress: Arc<Progress>) -> SourceStream {
     }
 }
 
+/// Ends a stream with an error as soon as `still_owner` says the lease can no longer be
+/// trusted: checked before every chunk is handed to the sink, so a replica resumed after a
+/// pause longer than its lease writes nothing more.
+pub fn fenced<F>(input: SourceStream, still_owner: F) -> SourceStream
+where
+    F: Fn() -> bool + Send + 'static,
+{
+    let stream = input.stream.map(move |chunk| {
+        if still_owner() {
+            chunk
+        } else {
+            Err(TransferError::Rejected(
+                "this replica's lease expired; it may no longer own the flow".into(),
+            ))
+        }
+    });
+    SourceStream {
+        stream: Box::pin(stream),
+        ..input
+    }
+}
+
 /// Runs one attempt of a transfer from `source` to `destination`; returns the bytes written.
 ///
 /// # Errors
 /// The source's or the sink's [`TransferError`].
-pub async fn transfer_once(
+pub async fn transfer_once<F>(
     registry: &TransferRegistry,
     source: &ResourceAddress,
     destination: &ResourceAddress,
     progress: Arc<Progress>,
-) -> Result<u64, TransferError> {
+    still_owner: F,
+) -> Result<u64, TransferError>
+where
+    F: Fn() -> bool + Send + 'static,
+{
     let source = registry.source(source)?;
     let sink = registry.sink(destination)?;
     let input = source.open(0).await?;
-    sink.write(counted(input, progress)).await
+    sink.write(fenced(counted(input, progress), still_owner))
+        .await
 }

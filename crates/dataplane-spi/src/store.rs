@@ -184,6 +184,22 @@ pub trait DataFlowStore: Send + Sync + Debug {
         limit: usize,
     ) -> StoreResult<Vec<DataFlow>>;
 
+    /// Tells the other replicas that a flow changed in a way its owner must act on (e.g. a
+    /// suspend request recorded by a replica that does not own it). A wake-up hint only:
+    /// replicas poll anyway. PostgreSQL sends a `NOTIFY`; other stores do nothing.
+    ///
+    /// # Errors
+    /// Backend failures (callers may ignore them: polling covers a lost hint).
+    async fn notify_change(&self, _flow_id: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// A receiver whose value changes whenever another process sent
+    /// [`DataFlowStore::notify_change`]; `None` when the store has no such channel.
+    fn change_hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// An owner gives a flow up (unowned, epoch unchanged; the next claim bumps it).
     ///
     /// # Errors

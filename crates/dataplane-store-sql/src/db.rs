@@ -127,7 +127,8 @@ struct Customizer {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Customizer {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            // busy_timeout first: switching to WAL needs a lock other processes may hold.
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
             self.sqlite_busy_timeout_ms
         ))
         .map_err(diesel::r2d2::Error::QueryError)?;
@@ -316,6 +317,9 @@ pub struct SqlStore {
     backend: Backend,
     statements: Arc<AtomicU64>,
     description: String,
+    /// PostgreSQL only: where to open the LISTEN connection.
+    postgres_url: Option<String>,
+    hints: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -353,6 +357,10 @@ impl SqlStore {
             sqlite_busy_timeout_ms: options.sqlite_busy_timeout.as_millis(),
         };
         let description = url.to_string();
+        let postgres_url = match url {
+            StoreUrl::Postgres(location) => Some(location.clone()),
+            _ => None,
+        };
         let (pools, backend) = match url {
             StoreUrl::Memory => {
                 return Err(StoreError::InvalidInput(
@@ -399,6 +407,8 @@ impl SqlStore {
             backend,
             statements,
             description,
+            postgres_url,
+            hints: Arc::new(std::sync::OnceLock::new()),
         };
         store.migrate_blocking()?;
         Ok(store)
@@ -408,10 +418,15 @@ impl SqlStore {
         use dataplane_spi::StoreError;
         let applied: Result<Vec<String>, DbError> = match &self.pools {
             Pools::Sqlite(pool) => {
-                let mut conn = pool.get().map_err(pool_error)?;
-                conn.run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map(|v| v.iter().map(ToString::to_string).collect())
-                    .map_err(|e| DbError::Pool(format!("SQLite migration failed: {e}")))
+                let mut pooled = pool.get().map_err(pool_error)?;
+                let conn: &mut SqliteConnection = &mut pooled;
+                // One process migrates at a time (several replicas may share the file): the
+                // write lock is taken first, so a latecomer waits and then finds nothing to do.
+                conn.immediate_transaction(|conn| {
+                    conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map(|v| v.iter().map(ToString::to_string).collect())
+                        .map_err(|e| DbError::Pool(format!("SQLite migration failed: {e}")))
+                })
             }
             Pools::Postgres(pool) => {
                 let mut conn: PooledConnection<ConnectionManager<PgConnection>> =
@@ -458,6 +473,27 @@ impl SqlStore {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// PostgreSQL: a thread holding one connection that `LISTEN`s on [`CHANGE_CHANNEL`] and
+    /// bumps the returned receiver for every notification (checked every 10 ms without a
+    /// round trip; reconnects with backoff). `None` on SQLite, which is polled.
+    pub(crate) fn change_receiver(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let url = self.postgres_url.clone()?;
+        Some(
+            self.hints
+                .get_or_init(|| {
+                    let (sender, receiver) = tokio::sync::watch::channel(0u64);
+                    let spawned = std::thread::Builder::new()
+                        .name("dpf-pg-listen".into())
+                        .spawn(move || listen_loop(&url, &sender));
+                    if let Err(error) = spawned {
+                        tracing::warn!(%error, "cannot start the LISTEN thread; polling only");
+                    }
+                    receiver
+                })
+                .clone(),
+        )
+    }
+
     /// Runs `f` on the blocking pool, never on a runtime worker.
     pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, DbError>
     where
@@ -468,6 +504,43 @@ impl SqlStore {
         tokio::task::spawn_blocking(move || f(&pools))
             .await
             .map_err(|e| DbError::Join(e.to_string()))?
+    }
+}
+
+/// The PostgreSQL notification channel for flow changes.
+pub const CHANGE_CHANNEL: &str = "dpf_flow_changes";
+
+fn listen_loop(url: &str, sender: &tokio::sync::watch::Sender<u64>) {
+    let mut backoff = Duration::from_millis(100);
+    // Ends when every receiver is gone (the store was dropped).
+    while !sender.is_closed() {
+        let connection = PgConnection::establish(url)
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| {
+                diesel::sql_query(format!("LISTEN {CHANGE_CHANNEL}"))
+                    .execute(&mut conn)
+                    .map_err(|e| e.to_string())?;
+                Ok(conn)
+            });
+        let mut conn = match connection {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::debug!(%error, "LISTEN connection failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        'poll: while !sender.is_closed() {
+            for notification in conn.notifications_iter() {
+                if notification.is_err() {
+                    break 'poll;
+                }
+                sender.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -738,6 +738,30 @@ impl DataFlowStore for SqlStore {
             .await?)
     }
 
+    async fn notify_change(&self, flow_id: &str) -> StoreResult<()> {
+        if self.backend() != crate::Backend::Postgres {
+            return Ok(());
+        }
+        let flow_id = flow_id.to_owned();
+        Ok(self
+            .run(move |pools| {
+                with_conn!(pools, |conn, backend| {
+                    diesel::sql_query(backend.sql(&format!(
+                        "SELECT pg_notify('{}', ?)",
+                        crate::db::CHANGE_CHANNEL
+                    )))
+                    .bind::<Text, _>(&flow_id)
+                    .execute(conn)?;
+                    Ok(())
+                })
+            })
+            .await?)
+    }
+
+    fn change_hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.change_receiver()
+    }
+
     async fn release(&self, owner: &FlowOwner, flow_id: &str) -> StoreResult<()> {
         let (owner, flow_id) = (owner.clone(), flow_id.to_owned());
         Ok(self

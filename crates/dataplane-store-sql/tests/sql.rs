@@ -232,3 +232,30 @@ async fn selector_errors_keep_their_kind_on_sql() {
         SelectorError::NotFound { id: "b".into() }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_hints_reach_other_processes() {
+    let url = postgres_url().await;
+    let listener = open(&url).await;
+    let sender = open(&url).await;
+    let mut hints = listener.change_hints().expect("PostgreSQL stores listen");
+    let before = *hints.borrow_and_update();
+    // The LISTEN connection comes up asynchronously: notify until one arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        sender.notify_change("flow-1").await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), hints.changed())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no hint arrived");
+    }
+    assert_ne!(*hints.borrow(), before);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        open(&sqlite_url(&dir)).await.change_hints().is_none(),
+        "SQLite is polled"
+    );
+}

@@ -392,6 +392,9 @@ pub async fn run_data_plane_process(
             .default_service(web::to(api_common::not_found_handler))
     })
     .workers(workers.max(1))
+    // On SIGTERM, in-flight requests get a few seconds; then transfers stop and the replica
+    // leaves the cluster, releasing its flows to its peers.
+    .shutdown_timeout(5)
     .listen(listener)?
     .run();
     // Printed on stdout so scripts and tests can find the port when web.http.port=0.
