@@ -23,6 +23,13 @@ type Result<T> = std::result::Result<T, DataPlaneError>;
 
 /// Private metadata key holding the flow's bearer token for pull and ingest.
 const TOKEN_KEY: &str = "token";
+/// What a replica claims when unowned: STARTED flows to run, and SUSPENDING/TERMINATING flows
+/// nobody finished (their requester died between recording and finishing them).
+const CLAIMABLE: [DataFlowState; 3] = [
+    DataFlowState::Started,
+    DataFlowState::Suspending,
+    DataFlowState::Terminating,
+];
 /// Most claim (or takeover) statements per tick.
 const MAX_BATCHES_PER_TICK: usize = 50;
 /// Longest retry delay.
@@ -1347,10 +1354,7 @@ impl DataPlane {
         // Keep claiming while batches come back full, so that a burst (a dead replica's flows)
         // is absorbed within one tick rather than one batch per tick.
         for _ in 0..MAX_BATCHES_PER_TICK {
-            let claimed = self
-                .store
-                .claim(&me, &[DataFlowState::Started], batch)
-                .await?;
+            let claimed = self.store.claim(&me, &CLAIMABLE, batch).await?;
             let full = claimed.len() == batch;
             for flow in claimed {
                 self.adopt(flow).await;
