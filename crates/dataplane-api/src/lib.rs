@@ -108,7 +108,9 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
                     .route("/datasets/{id}", web::delete().to(delete_dataset))
                     .route("/public/{id}", web::get().to(pull))
                     .route("/ingest/{id}", web::post().to(ingest))
-                    .route("/ingest/{id}", web::put().to(ingest)),
+                    .route("/ingest/{id}", web::put().to(ingest))
+                    .route("/ingest/{id}", web::head().to(ingest_offset))
+                    .route("/ingest/{id}", web::patch().to(ingest_patch)),
             );
     }
 }
@@ -390,19 +392,80 @@ async fn pull(plane: Plane, req: HttpRequest, id: web::Path<String>) -> ApiResul
     Ok(response.streaming(body))
 }
 
+/// tus 1.0 core: the version every tus response carries.
+const TUS_VERSION: &str = "1.0.0";
+
+/// `HEAD /ingest/{id}` (tus): how many bytes the destination holds.
+async fn ingest_offset(plane: Plane, req: HttpRequest, id: web::Path<String>) -> ApiResult {
+    let offset = plane.ingest_offset(&id, bearer(&req).as_deref()).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Upload-Offset", offset.to_string()))
+        .insert_header(("Tus-Resumable", TUS_VERSION))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+/// `PATCH /ingest/{id}` (tus): appends the body at `Upload-Offset`, which must be the current
+/// offset (409 otherwise).
+async fn ingest_patch(
+    plane: Plane,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/offset+octet-stream" {
+        return Ok(api_common::error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a PATCH upload needs Content-Type: application/offset+octet-stream".into(),
+            "UNSUPPORTED_MEDIA_TYPE",
+        ));
+    }
+    let offset: u64 = req
+        .headers()
+        .get("Upload-Offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            DataPlaneError::InvalidInput("a PATCH upload needs an Upload-Offset header".into())
+        })?;
+    let end = receive(&plane, &req, &id, payload, Some(offset)).await?;
+    Ok(HttpResponse::NoContent()
+        .insert_header(("Upload-Offset", end.to_string()))
+        .insert_header(("Tus-Resumable", TUS_VERSION))
+        .finish())
+}
+
+/// `POST|PUT /ingest/{id}`: the body replaces the destination's content.
 async fn ingest(
     plane: Plane,
     req: HttpRequest,
     id: web::Path<String>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> ApiResult {
-    let size = req
+    let bytes = receive(&plane, &req, &id, payload, None).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"bytes": bytes})))
+}
+
+/// Streams a request body into the flow's destination; returns the offset reached.
+async fn receive(
+    plane: &Plane,
+    req: &HttpRequest,
+    id: &str,
+    mut payload: web::Payload,
+    offset: Option<u64>,
+) -> Result<u64, ApiError> {
+    let length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let (sender, done) = plane
-        .begin_ingest(&id, bearer(&req).as_deref(), size)
+        .begin_ingest(id, bearer(req).as_deref(), length, offset)
         .await?;
     while let Some(chunk) = payload.next().await {
         let chunk = match chunk {
@@ -425,10 +488,10 @@ async fn ingest(
         }
     }
     drop(sender);
-    let bytes = done.await.map_err(|_| {
+    let reached = done.await.map_err(|_| {
         DataPlaneError::Conflict(format!(
             "data flow '{id}' stopped accepting data (suspended or terminated)"
         ))
     })??;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"bytes": bytes})))
+    Ok(reached)
 }

@@ -27,6 +27,8 @@ pub struct DataPlaneConfig {
     pub stop_wait: Duration,
     /// Where consumer flows without `metadata.destination` write (one file per process id).
     pub consumer_destination_dir: PathBuf,
+    /// How often running transfers record checkpoints.
+    pub checkpoints: crate::pipeline::CheckpointPolicy,
 }
 
 impl DataPlaneConfig {
@@ -44,6 +46,7 @@ impl DataPlaneConfig {
             retry_backoff: Duration::from_millis(500),
             stop_wait: Duration::from_secs(10),
             consumer_destination_dir: PathBuf::from("./dpf-data/received"),
+            checkpoints: crate::pipeline::CheckpointPolicy::default(),
         }
     }
 

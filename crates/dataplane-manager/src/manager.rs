@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::{CallbackDispatcher, CallbackEvent};
 use crate::datasets::validate_address;
-use crate::pipeline::{counted, transfer_once, Progress};
+use crate::pipeline::{counted, run_attempt, AttemptReport, Checkpointer, Progress};
 use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
 
 type Result<T> = std::result::Result<T, DataPlaneError>;
@@ -95,6 +95,12 @@ pub struct DataFlowView {
     /// Total bytes, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
+    /// Bytes covered by the last checkpoint (durably at the destination).
+    pub bytes_checkpointed: u64,
+    /// Times the transfer continued from a checkpoint (retry, takeover, resume).
+    pub resumes: u64,
+    /// Times it had to restart from zero although a checkpoint existed.
+    pub restarts: u64,
     /// Last recorded position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
@@ -887,13 +893,14 @@ impl DataPlane {
             .map_or(0, |c| u64::try_from(c.bytes).unwrap_or(0));
         let (bytes_transferred, bytes_total) = match &live {
             Some(progress) => (progress.bytes().max(recorded), progress.total()),
-            None => (
-                recorded,
-                flow.metadata
-                    .get("bytesTotal")
-                    .and_then(serde_json::Value::as_u64),
-            ),
+            None => (recorded, None),
         };
+        let counters = TransferCounters::of(&flow.metadata);
+        let bytes_total = bytes_total.or_else(|| {
+            flow.metadata
+                .pointer("/transfer/bytesTotal")
+                .and_then(serde_json::Value::as_u64)
+        });
         DataFlowView {
             dps_state: flow.state.dps_name(),
             retries: if flow.state == DataFlowState::Started {
@@ -914,6 +921,9 @@ impl DataPlane {
             epoch: flow.epoch,
             bytes_transferred,
             bytes_total,
+            bytes_checkpointed: recorded,
+            resumes: counters.resumes,
+            restarts: counters.restarts,
             checkpoint: flow.checkpoint,
             error_detail: flow.error_detail,
             participant_id: flow.participant_id,
@@ -994,22 +1004,11 @@ impl DataPlane {
         })
     }
 
-    /// Authorises an upload to the ingest endpoint and starts writing it to the flow's
-    /// destination. Send the body's chunks into the returned sender, drop it at the end, then
-    /// await the handle for the bytes written.
-    ///
-    /// # Errors
-    /// 401 wrong token, 409 when the flow is not a PREPARED/STARTED consumer-push flow or an
-    /// upload is already running.
-    pub async fn begin_ingest(
-        self: &Arc<Self>,
+    async fn ingest_flow(
+        &self,
         id: &str,
         token: Option<&str>,
-        size: Option<u64>,
-    ) -> Result<(
-        mpsc::Sender<std::result::Result<bytes::Bytes, TransferError>>,
-        tokio::sync::oneshot::Receiver<Result<u64>>,
-    )> {
+    ) -> Result<(DataFlow, Box<dyn dataplane_spi::DataSink>)> {
         let flow = match self.store.find(id).await? {
             Some(flow) => {
                 Self::check_token(&flow, token)?;
@@ -1032,14 +1031,65 @@ impl DataPlane {
             .ok_or_else(|| DataPlaneError::Internal("consumer flow without destination".into()))
             .and_then(|d| ResourceAddress::from_json(d).map_err(DataPlaneError::Internal))?;
         let sink = self.transfers.sink(&destination).map_err(transfer_to_api)?;
+        Ok((flow, sink))
+    }
+
+    /// The tus `Upload-Offset` of a flow's ingest endpoint: how many bytes its destination
+    /// holds, so that an interrupted push continues there.
+    ///
+    /// # Errors
+    /// As [`DataPlane::begin_ingest`]; 409 when the destination cannot append.
+    pub async fn ingest_offset(&self, id: &str, token: Option<&str>) -> Result<u64> {
+        let (flow, sink) = self.ingest_flow(id, token).await?;
+        sink.resume_point(u64::MAX)
+            .await
+            .map_err(transfer_to_api)?
+            .ok_or_else(|| {
+                DataPlaneError::Conflict(format!(
+                    "the destination of data flow '{}' cannot be resumed",
+                    flow.id
+                ))
+            })
+    }
+
+    /// Authorises an upload to the ingest endpoint and starts writing it to the flow's
+    /// destination: from the start (`offset` `None`: POST/PUT replace the object) or appended at
+    /// `offset`, which must equal the current [`DataPlane::ingest_offset`] (tus `PATCH`). Send
+    /// the body's chunks into the returned sender, drop it at the end, then await the receiver
+    /// for the bytes written.
+    ///
+    /// # Errors
+    /// 401 wrong token, 409 when the flow is not a PREPARED/STARTED consumer-push flow, an
+    /// upload is already running, or `offset` is not the current offset.
+    pub async fn begin_ingest(
+        self: &Arc<Self>,
+        id: &str,
+        token: Option<&str>,
+        body_length: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<(
+        mpsc::Sender<std::result::Result<bytes::Bytes, TransferError>>,
+        tokio::sync::oneshot::Receiver<Result<u64>>,
+    )> {
+        let (flow, sink) = self.ingest_flow(id, token).await?;
+        if let Some(offset) = offset {
+            let current = sink.resume_point(u64::MAX).await.map_err(transfer_to_api)?;
+            if current != Some(offset) {
+                return Err(DataPlaneError::Conflict(format!(
+                    "Upload-Offset {offset} does not match the upload's offset {}",
+                    current.map_or_else(|| "(not resumable)".to_owned(), |c| c.to_string())
+                )));
+            }
+        }
+        let offset = offset.unwrap_or(0);
         let (sender, receiver) = mpsc::channel(8);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let progress = self.progress_of(&flow.id);
         let input = SourceStream {
             stream: Box::pin(tokio_stream_from(receiver)),
-            size,
+            size: body_length.map(|length| offset + length),
             content_type: None,
-            offset: 0,
+            offset,
         };
         let flow_id = flow.id.clone();
         // The flow completes on the control plane's `completed`; the upload only moves bytes.
@@ -1049,9 +1099,9 @@ impl DataPlane {
                 .await
                 .map_err(transfer_to_api);
             if let Ok(bytes) = &result {
-                tracing::info!(%flow_id, bytes, "ingest finished");
+                tracing::debug!(%flow_id, offset, bytes, "ingest finished");
             }
-            let _ = done_tx.send(result);
+            let _ = done_tx.send(result.map(|bytes| offset + bytes));
         });
         self.register_running(&flow.id, flow.epoch, task)?;
         Ok((sender, done_rx))
@@ -1179,16 +1229,27 @@ impl DataPlane {
                 return;
             }
         };
+        let checkpointer = OwnerCheckpointer {
+            store: self.store.clone(),
+            owner: owner.clone(),
+            flow_id: flow.id.clone(),
+            last: Mutex::new(flow.checkpoint.clone()),
+        };
+        let mut counters = TransferCounters::of(&flow.metadata);
         let mut attempt: u32 = 1;
         let mut delay = self.config.retry_backoff;
         loop {
             let plane = self.clone();
-            let result = transfer_once(
+            let from = checkpointer.last();
+            let result = run_attempt(
                 &self.transfers,
                 &source,
                 &destination,
+                from.as_ref(),
+                self.config.checkpoints,
                 progress.clone(),
                 move || plane.lease_valid(),
+                &checkpointer,
             )
             .await;
             if !self.lease_valid() {
@@ -1196,17 +1257,19 @@ impl DataPlane {
                 return;
             }
             match result {
-                Ok(bytes) => {
+                Ok(report) => {
+                    counters.count(&report);
                     let update = FlowUpdate {
                         checkpoint: Some(Checkpoint {
-                            bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-                            cursor: None,
+                            bytes: i64::try_from(report.position).unwrap_or(i64::MAX),
+                            cursor: checkpointer.last().and_then(|c| c.cursor),
                         }),
+                        metadata: Some(counters.write(&flow.metadata, Some(report.position))),
                         ..FlowUpdate::move_to(DataFlowState::Completed)
                     };
                     match self.store.update_owned(owner, &flow.id, &update).await {
                         Ok(done) => {
-                            tracing::info!(flow_id = %flow.id, bytes, "data flow completed");
+                            tracing::info!(flow_id = %flow.id, bytes = report.position, resumed_at = report.started_at, "data flow completed");
                             self.callback(&done, "completed", None);
                         }
                         Err(error) => {
@@ -1216,7 +1279,7 @@ impl DataPlane {
                     return;
                 }
                 Err(error) if error.is_retryable() && attempt < self.config.retry_limit => {
-                    tracing::warn!(flow_id = %flow.id, attempt, %error, "transfer failed; retrying");
+                    tracing::warn!(flow_id = %flow.id, attempt, %error, "transfer failed; retrying from the last checkpoint");
                     let update = FlowUpdate {
                         error_detail: Some(error.to_string()),
                         only_from: vec![DataFlowState::Started],
@@ -1232,6 +1295,10 @@ impl DataPlane {
                     attempt += 1;
                 }
                 Err(error) => {
+                    if checkpointer.lost() {
+                        tracing::warn!(flow_id = %flow.id, "the flow moved on (lease lost or stopped); transfer stopped");
+                        return;
+                    }
                     self.fail(flow, owner, error.to_string()).await;
                     return;
                 }
@@ -1421,6 +1488,112 @@ impl DataPlane {
             Ok(released) => tracing::info!(released, "left the cluster; owned flows released"),
             Err(error) => tracing::warn!(%error, "could not leave the cluster cleanly"),
         }
+    }
+}
+
+/// Records checkpoints as the flow's owner, fenced by its epoch.
+struct OwnerCheckpointer {
+    store: Arc<dyn DataFlowStore>,
+    owner: FlowOwner,
+    flow_id: String,
+    last: Mutex<Option<Checkpoint>>,
+}
+
+impl OwnerCheckpointer {
+    fn last(&self) -> Option<Checkpoint> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Whether a write was refused because the flow moved on.
+    fn lost(&self) -> bool {
+        self.last
+            .lock()
+            .map(|l| l.as_ref().is_some_and(|c| c.bytes < 0))
+            .unwrap_or(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl Checkpointer for OwnerCheckpointer {
+    async fn record(&self, checkpoint: Checkpoint) -> std::result::Result<(), TransferError> {
+        let update = FlowUpdate {
+            only_from: vec![DataFlowState::Started],
+            ..FlowUpdate::checkpoint(checkpoint.clone())
+        };
+        match self
+            .store
+            .update_owned(&self.owner, &self.flow_id, &update)
+            .await
+        {
+            Ok(_) => {
+                if let Ok(mut last) = self.last.lock() {
+                    *last = Some(checkpoint);
+                }
+                Ok(())
+            }
+            Err(
+                error @ (StoreError::LeaseLost { .. }
+                | StoreError::WrongState { .. }
+                | StoreError::NotFound { .. }),
+            ) => {
+                tracing::warn!(flow_id = %self.flow_id, %error, "checkpoint refused: the flow moved on");
+                if let Ok(mut last) = self.last.lock() {
+                    // A negative position marks "lost" without another field.
+                    *last = Some(Checkpoint {
+                        bytes: -1,
+                        cursor: None,
+                    });
+                }
+                Err(TransferError::Rejected(error.to_string()))
+            }
+            Err(error) => Err(TransferError::Transient(format!(
+                "cannot record a checkpoint: {error}"
+            ))),
+        }
+    }
+}
+
+/// Resume statistics kept in the flow's metadata (`transfer.resumes`, `transfer.restarts`).
+#[derive(Debug, Default, Clone, Copy)]
+struct TransferCounters {
+    resumes: u64,
+    restarts: u64,
+}
+
+impl TransferCounters {
+    fn of(metadata: &serde_json::Value) -> Self {
+        let get = |key: &str| {
+            metadata
+                .pointer(&format!("/transfer/{key}"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Self {
+            resumes: get("resumes"),
+            restarts: get("restarts"),
+        }
+    }
+
+    fn count(&mut self, report: &AttemptReport) {
+        if report.resumed {
+            self.resumes += 1;
+        }
+        if report.restarted {
+            self.restarts += 1;
+        }
+    }
+
+    fn write(&self, metadata: &serde_json::Value, total: Option<u64>) -> serde_json::Value {
+        let mut metadata = metadata.clone();
+        if let Some(map) = metadata.as_object_mut() {
+            let mut transfer =
+                serde_json::json!({"resumes": self.resumes, "restarts": self.restarts});
+            if let Some(total) = total {
+                transfer["bytesTotal"] = total.into();
+            }
+            map.insert("transfer".into(), transfer);
+        }
+        metadata
     }
 }
 

@@ -72,6 +72,27 @@ pub trait DataSource: Send + Sync + Debug {
     /// # Errors
     /// [`TransferError`]; transient ones are retried by the caller.
     async fn open(&self, offset: u64) -> Result<SourceStream, TransferError>;
+
+    /// Opens a source that is not a byte stream (an event stream) right after `cursor`, the
+    /// position of the last item already delivered (see [`DataSource::cursor`]); byte sources
+    /// ignore the cursor and seek to `offset`.
+    ///
+    /// # Errors
+    /// As [`DataSource::open`].
+    async fn open_after(
+        &self,
+        offset: u64,
+        cursor: Option<&str>,
+    ) -> Result<SourceStream, TransferError> {
+        let _ = cursor;
+        self.open(offset).await
+    }
+
+    /// The cursor of the last chunk the opened stream has yielded (for event streams: the last
+    /// event id), recorded with each checkpoint. `None` for byte sources.
+    fn cursor(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where data goes.
@@ -84,6 +105,20 @@ pub trait DataSink: Send + Sync + Debug {
     /// # Errors
     /// [`TransferError`]; transient ones are retried by the caller.
     async fn write(&self, input: SourceStream) -> Result<u64, TransferError>;
+
+    /// Where an interrupted transfer to this destination can continue, given the last
+    /// checkpoint: the offset the next [`DataSink::write`] may start at (a file: the checkpoint,
+    /// it truncates what came after; a tus upload: the receiver's `Upload-Offset`). `None` when
+    /// the sink cannot append at an offset: the transfer then restarts from zero, replacing the
+    /// object. Sinks that can resume accept writes at any returned offset, one after another,
+    /// which is how checkpoints are taken (each write ends with the data acknowledged).
+    ///
+    /// # Errors
+    /// [`TransferError`] when the destination cannot be asked.
+    async fn resume_point(&self, checkpoint: u64) -> Result<Option<u64>, TransferError> {
+        let _ = checkpoint;
+        Ok(None)
+    }
 }
 
 /// Creates sources for one address type.

@@ -129,6 +129,8 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
     ("dpf.callback.retry.limit", "10"),
     ("dpf.callback.retry.backoff", "500"),
     ("dpf.consumer.destination.dir", "./dpf-data/received"),
+    ("dpf.checkpoint.bytes", "67108864"),
+    ("dpf.checkpoint.interval", "5000"),
     ("dpf.log.level", "info"),
     ("dpf.log.format", "text"),
 ];

@@ -353,4 +353,18 @@ impl DataSink for FileSink {
         tracing::debug!(path = %path.display(), offset, written, "file sink done");
         Ok(written)
     }
+
+    /// A file resumes at the checkpoint (what was written after it is truncated by the next
+    /// write), or at its length when it is shorter (0 when it does not exist).
+    async fn resume_point(&self, checkpoint: u64) -> Result<Option<u64>, TransferError> {
+        match tokio::fs::metadata(&self.path).await {
+            Ok(meta) if meta.is_file() => Ok(Some(checkpoint.min(meta.len()))),
+            Ok(_) => Err(TransferError::Rejected(format!(
+                "'{}' is not a file",
+                self.path.display()
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(0)),
+            Err(e) => Err(io_error("read the metadata of", &self.path, &e)),
+        }
+    }
 }
