@@ -100,6 +100,7 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
                         "/signaling/controlplanes/{id}",
                         web::delete().to(delete_control_plane),
                     )
+                    .route("/cluster/members", web::get().to(members))
                     .route("/dataflows", web::get().to(list_flows))
                     .route("/dataflows/{id}", web::get().to(get_flow))
                     .route("/datasets", web::get().to(list_datasets))
@@ -213,6 +214,98 @@ async fn delete_control_plane(plane: Plane, id: web::Path<String>) -> ApiResult 
     } else {
         Err(DataPlaneError::NotFound(format!("control plane '{id}' not found")).into())
     }
+}
+
+#[derive(Deserialize)]
+struct MembersQuery {
+    #[serde(default)]
+    watch: bool,
+}
+
+fn member_json(member: &dataplane_spi::Member) -> serde_json::Value {
+    serde_json::json!({
+        "name": member.runtime_id,
+        "incarnation": member.incarnation,
+        "state": member.state,
+        "startedAt": member.started_at,
+        "heartbeatAt": member.heartbeat_at,
+        "leaseExpiresAt": member.lease_expires_at,
+    })
+}
+
+/// How often a members watch compares the table with what it sent.
+const MEMBERS_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `GET /cluster/members`: live members (valid lease). With `?watch=true`, server-sent events:
+/// first one `join` per current member (the listing), then `join`, `update` (state changed) and
+/// `leave` (left or lease expired) as they happen — list-then-watch in one stream, so a
+/// watcher misses nothing between the two.
+async fn members(plane: Plane, query: web::Query<MembersQuery>) -> ApiResult {
+    let current = plane.live_members().await?;
+    if !query.watch {
+        let listing: Vec<serde_json::Value> = current.iter().map(member_json).collect();
+        return Ok(HttpResponse::Ok().json(listing));
+    }
+    type Known = std::collections::BTreeMap<String, dataplane_spi::Member>;
+    let plane = plane.get_ref().clone();
+    let initial: Vec<bytes::Bytes> = current
+        .iter()
+        .map(|m| sse("join", &member_json(m)))
+        .collect();
+    let known: Known = current
+        .into_iter()
+        .map(|m| (m.runtime_id.clone(), m))
+        .collect();
+    let snapshot = futures::stream::iter(initial.into_iter().map(Ok::<_, actix_web::Error>));
+    let changes = futures::stream::unfold((plane, known), |(plane, mut known)| async move {
+        loop {
+            tokio::time::sleep(MEMBERS_WATCH_INTERVAL).await;
+            let Ok(now) = plane.live_members().await else {
+                continue;
+            };
+            let mut events = Vec::new();
+            let fresh: Known = now.into_iter().map(|m| (m.runtime_id.clone(), m)).collect();
+            for (name, member) in &fresh {
+                match known.get(name) {
+                    None => events.push(sse("join", &member_json(member))),
+                    Some(old) if old.incarnation != member.incarnation => {
+                        events.push(sse("leave", &member_json(old)));
+                        events.push(sse("join", &member_json(member)));
+                    }
+                    Some(old) if old.state != member.state => {
+                        events.push(sse("update", &member_json(member)))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (name, member) in &known {
+                if !fresh.contains_key(name) {
+                    events.push(sse("leave", &member_json(member)));
+                }
+            }
+            known = fresh;
+            if !events.is_empty() {
+                let batch = events.concat();
+                return Some((
+                    Ok::<_, actix_web::Error>(bytes::Bytes::from(batch)),
+                    (plane, known),
+                ));
+            }
+            // Keep the connection alive through proxies.
+            return Some((
+                Ok(bytes::Bytes::from_static(b": keep-alive\n\n")),
+                (plane, known),
+            ));
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(snapshot.chain(changes)))
+}
+
+fn sse(event: &str, data: &serde_json::Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
 #[derive(Deserialize)]

@@ -25,4 +25,4 @@ pub use config::DataPlaneConfig;
 pub use controlplanes::ControlPlaneRegistry;
 pub use datasets::DatasetRegistry;
 pub use error::DataPlaneError;
-pub use manager::{DataFlowView, DataPlane, DataPlaneHandle, Outcome, PullGrant};
+pub use manager::{DataFlowView, DataPlane, DataPlaneHandle, MemberState, Outcome, PullGrant};

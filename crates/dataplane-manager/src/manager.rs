@@ -35,6 +35,31 @@ const MAX_BATCHES_PER_TICK: usize = 50;
 /// Longest retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
+/// Lifecycle of a replica as published in the members table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// Joined; not yet looking for work.
+    Initializing,
+    /// Ready, running no transfer.
+    Idle,
+    /// Running transfers.
+    Healthy,
+    /// Shutting down: releasing its flows.
+    Stopping,
+}
+
+impl MemberState {
+    /// The published name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initializing => "INITIALIZING",
+            Self::Idle => "IDLE",
+            Self::Healthy => "HEALTHY",
+            Self::Stopping => "STOPPING",
+        }
+    }
+}
+
 /// What a DPS operation answers.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -133,6 +158,8 @@ pub struct DataPlane {
     gates: Mutex<HashMap<String, Gate>>,
     /// The current incarnation (a fresh one after the membership was lost).
     incarnation: Mutex<String>,
+    /// The lifecycle state last published in the members table.
+    reported: Mutex<Option<MemberState>>,
     /// Self-fencing: milliseconds since `clock_origin` until which this replica may be sure
     /// nobody else took its flows (its last successful renewal plus the lease, minus a margin).
     lease_deadline: std::sync::atomic::AtomicU64,
@@ -239,6 +266,7 @@ impl DataPlane {
             progress: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             incarnation: Mutex::new(config.incarnation.clone()),
+            reported: Mutex::new(Some(MemberState::Initializing)),
             lease_deadline: std::sync::atomic::AtomicU64::new(0),
             clock_origin: Instant::now(),
             config,
@@ -1376,11 +1404,14 @@ impl DataPlane {
             runtime_id: self.me().to_owned(),
             incarnation: incarnation.clone(),
             lease_ms: self.config.lease_ms(),
-            state: "HEALTHY".into(),
+            state: MemberState::Initializing.as_str().into(),
         };
         let began = Instant::now();
         self.store.register_member(&registration).await?;
         self.lease_renewed(began);
+        if let Ok(mut reported) = self.reported.lock() {
+            *reported = Some(MemberState::Initializing);
+        }
         tracing::info!(runtime_id = %self.me(), %incarnation, "joined the cluster");
         Ok(())
     }
@@ -1408,6 +1439,60 @@ impl DataPlane {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Publishes this replica's lifecycle state when it changed (one statement, only then).
+    async fn report_state(&self, state: MemberState) {
+        let changed = self
+            .reported
+            .lock()
+            .map(|mut reported| std::mem::replace(&mut *reported, Some(state)) != Some(state))
+            .unwrap_or(false);
+        if changed {
+            match self
+                .store
+                .set_member_state(self.me(), &self.incarnation(), state.as_str())
+                .await
+            {
+                Ok(()) => tracing::info!(state = state.as_str(), "member state"),
+                Err(error) => {
+                    tracing::debug!(%error, "member state not published");
+                    if let Ok(mut reported) = self.reported.lock() {
+                        *reported = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// IDLE without running transfers, HEALTHY with.
+    async fn report_load(&self) {
+        let busy = self
+            .running
+            .lock()
+            .map(|r| r.values().any(|r| !r.handle.is_finished()))
+            .unwrap_or(false);
+        self.report_state(if busy {
+            MemberState::Healthy
+        } else {
+            MemberState::Idle
+        })
+        .await;
+    }
+
+    /// Members whose lease is valid, by name, as the store's clock sees them.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn live_members(&self) -> Result<Vec<dataplane_spi::Member>> {
+        let now = self.store.now().await?;
+        Ok(self
+            .store
+            .list_members()
+            .await?
+            .into_iter()
+            .filter(|m| m.lease_expires_at > now)
+            .collect())
     }
 
     async fn tick(self: &Arc<Self>) -> Result<()> {
@@ -1450,6 +1535,7 @@ impl DataPlane {
         for flow in self.store.list_owned(&me, &stopping, batch).await? {
             self.adopt(flow).await;
         }
+        self.report_load().await;
         Ok(())
     }
 
@@ -1479,6 +1565,7 @@ impl DataPlane {
     }
 
     async fn leave(&self) {
+        self.report_state(MemberState::Stopping).await;
         self.stop_all().await;
         match self
             .store
