@@ -1446,7 +1446,7 @@ impl DataPlane {
         let changed = self
             .reported
             .lock()
-            .map(|mut reported| std::mem::replace(&mut *reported, Some(state)) != Some(state))
+            .map(|mut reported| reported.replace(state) != Some(state))
             .unwrap_or(false);
         if changed {
             match self
