@@ -141,6 +141,17 @@ impl Launcher {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Whether the process is still running (not killed, not exited).
+    pub fn signal_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .map(|s| {
+                !s.lines().any(|l| {
+                    l.starts_with("State:") && (l.contains("zombie") || l.contains("dead"))
+                })
+            })
+            .unwrap_or(false)
+    }
+
     /// Waits for the process to exit (after a signal); returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + timeout;
@@ -330,6 +341,10 @@ pub struct Upload {
 struct ServerState {
     content: HashMap<String, Content>,
     uploads: HashMap<String, Vec<Upload>>,
+    /// Names whose GET ignores `Range` (always 200 from byte 0).
+    ignore_range: std::collections::HashSet<String>,
+    /// Bytes served per name.
+    served: HashMap<String, Arc<AtomicU64>>,
 }
 
 /// An HTTP server that serves [`Content`] at `GET /data/{name}` (with `Range`) and accepts
@@ -359,6 +374,7 @@ impl DataServer {
                     .app_data(web::Data::new(received.clone()))
                     .app_data(web::PayloadConfig::new(usize::MAX))
                     .route("/data/{name}", web::get().to(serve))
+                    .route("/events/{count}", web::get().to(events))
                     .route("/upload/{name}", web::post().to(upload))
                     .route("/upload/{name}", web::put().to(upload))
             })
@@ -385,6 +401,31 @@ impl DataServer {
         format!("{}/data/{name}", self.url)
     }
 
+    /// Makes `GET /data/{name}` ignore `Range` headers, like servers that cannot seek.
+    pub fn ignore_range(&self, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .ignore_range
+            .insert(name.to_owned());
+    }
+
+    /// Bytes served from `/data/{name}` so far, over every request.
+    pub fn served(&self, name: &str) -> u64 {
+        self.state
+            .lock()
+            .unwrap()
+            .served
+            .get(name)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// A server-sent event stream of events `1..=count` (`id: i`, `data: event i`), 100 events
+    /// per network chunk every 5 ms, resuming after `Last-Event-ID`.
+    pub fn events_url(&self, count: u64) -> String {
+        format!("{}/events/{count}", self.url)
+    }
+
     /// The upload URL for `name`.
     pub fn upload_url(&self, name: &str) -> String {
         format!("{}/upload/{name}", self.url)
@@ -407,23 +448,33 @@ async fn serve(
     name: web::Path<String>,
     state: web::Data<Arc<Mutex<ServerState>>>,
 ) -> HttpResponse {
-    let Some(content) = state.lock().unwrap().content.get(name.as_str()).cloned() else {
-        return HttpResponse::NotFound().finish();
+    let (content, ignore_range, served) = {
+        let mut state = state.lock().unwrap();
+        let Some(content) = state.content.get(name.as_str()).cloned() else {
+            return HttpResponse::NotFound().finish();
+        };
+        let ignore = state.ignore_range.contains(name.as_str());
+        let served = state.served.entry(name.to_string()).or_default().clone();
+        (content, ignore, served)
     };
     let len = content.len();
-    let start: u64 = req
-        .headers()
-        .get("range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.trim_end_matches('-').parse().ok())
-        .unwrap_or(0);
+    let start: u64 = if ignore_range {
+        0
+    } else {
+        req.headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.trim_end_matches('-').parse().ok())
+            .unwrap_or(0)
+    };
     let delay = match &content {
         Content::Pattern { delay, .. } => *delay,
         Content::Bytes(_) => Duration::ZERO,
     };
     let body = futures::stream::unfold(start, move |position| {
         let content = content.clone();
+        let served = served.clone();
         async move {
             if position >= len {
                 return None;
@@ -432,6 +483,7 @@ async fn serve(
                 tokio::time::sleep(delay).await;
             }
             let chunk = content.chunk(position, 64 * 1024);
+            served.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             let next = position + chunk.len() as u64;
             Some((Ok::<_, actix_web::Error>(chunk), next))
         }
@@ -445,6 +497,31 @@ async fn serve(
         response.insert_header(("Content-Range", format!("bytes {start}-{}/{len}", len - 1)));
     }
     response.no_chunking(len - start).streaming(body)
+}
+
+async fn events(req: HttpRequest, count: web::Path<u64>) -> HttpResponse {
+    let count = count.into_inner();
+    let after: u64 = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let body = futures::stream::unfold(after + 1, move |next| async move {
+        if next > count {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let last = (next + 99).min(count);
+        let mut chunk = String::new();
+        for id in next..=last {
+            chunk.push_str(&format!("id: {id}\ndata: event {id}\n\n"));
+        }
+        Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), last + 1))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(body)
 }
 
 async fn upload(
@@ -489,6 +566,35 @@ async fn upload(
     entry.sha256 = Some(digest);
     entry.complete = true;
     HttpResponse::Ok().json(json!({"received": entry.bytes}))
+}
+
+/// SHA-256 (hex) of `len` bytes repeating `block`, without holding them.
+pub fn pattern_sha256(block: &[u8], len: u64) -> String {
+    let mut hasher = sha2::Sha256::new();
+    let mut position = 0u64;
+    while position < len {
+        let offset = usize::try_from(position % block.len() as u64).unwrap();
+        let take = usize::try_from((len - position).min((block.len() - offset) as u64)).unwrap();
+        hasher.update(&block[offset..offset + take]);
+        position += take as u64;
+    }
+    hex(&hasher.finalize())
+}
+
+/// SHA-256 (hex) of a file, streamed.
+pub fn sha256_file_streamed(path: &Path) -> String {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    hex(&hasher.finalize())
 }
 
 /// Lower-case hex.

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::{CallbackDispatcher, CallbackEvent};
 use crate::datasets::validate_address;
-use crate::pipeline::{counted, run_attempt, AttemptReport, Checkpointer, Progress};
+use crate::pipeline::{counted, run_attempt, Checkpointer, Progress};
 use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
 
 type Result<T> = std::result::Result<T, DataPlaneError>;
@@ -1126,6 +1126,19 @@ impl DataPlane {
                 .write(counted(input, progress))
                 .await
                 .map_err(transfer_to_api);
+            if result.is_err() && offset > 0 {
+                // An interrupted append leaves nothing behind: the next HEAD answers the offset
+                // the sender last completed, so each PATCH lands whole or not at all.
+                let rewind = SourceStream {
+                    stream: Box::pin(futures::stream::empty()),
+                    size: None,
+                    content_type: None,
+                    offset,
+                };
+                if let Err(error) = sink.write(rewind).await {
+                    tracing::warn!(%flow_id, %error, "cannot discard a partial upload");
+                }
+            }
             if let Ok(bytes) = &result {
                 tracing::debug!(%flow_id, offset, bytes, "ingest finished");
             }
@@ -1262,8 +1275,8 @@ impl DataPlane {
             owner: owner.clone(),
             flow_id: flow.id.clone(),
             last: Mutex::new(flow.checkpoint.clone()),
+            metadata: Mutex::new((flow.metadata.clone(), TransferCounters::of(&flow.metadata))),
         };
-        let mut counters = TransferCounters::of(&flow.metadata);
         let mut attempt: u32 = 1;
         let mut delay = self.config.retry_backoff;
         loop {
@@ -1286,13 +1299,12 @@ impl DataPlane {
             }
             match result {
                 Ok(report) => {
-                    counters.count(&report);
                     let update = FlowUpdate {
                         checkpoint: Some(Checkpoint {
                             bytes: i64::try_from(report.position).unwrap_or(i64::MAX),
                             cursor: checkpointer.last().and_then(|c| c.cursor),
                         }),
-                        metadata: Some(counters.write(&flow.metadata, Some(report.position))),
+                        metadata: Some(checkpointer.metadata(Some(report.position))),
                         ..FlowUpdate::move_to(DataFlowState::Completed)
                     };
                     match self.store.update_owned(owner, &flow.id, &update).await {
@@ -1584,6 +1596,8 @@ struct OwnerCheckpointer {
     owner: FlowOwner,
     flow_id: String,
     last: Mutex<Option<Checkpoint>>,
+    /// The flow's metadata and resume counters, kept current by this owner.
+    metadata: Mutex<(serde_json::Value, TransferCounters)>,
 }
 
 impl OwnerCheckpointer {
@@ -1600,8 +1614,63 @@ impl OwnerCheckpointer {
     }
 }
 
+impl OwnerCheckpointer {
+    fn metadata(&self, total: Option<u64>) -> serde_json::Value {
+        self.metadata
+            .lock()
+            .map(|m| m.1.write(&m.0, total))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn refused(&self, error: StoreError) -> TransferError {
+        tracing::warn!(flow_id = %self.flow_id, %error, "write refused: the flow moved on");
+        if let Ok(mut last) = self.last.lock() {
+            // A negative position marks "lost" without another field.
+            *last = Some(Checkpoint {
+                bytes: -1,
+                cursor: None,
+            });
+        }
+        TransferError::Rejected(error.to_string())
+    }
+}
+
 #[async_trait::async_trait]
 impl Checkpointer for OwnerCheckpointer {
+    async fn started(
+        &self,
+        resumed: bool,
+        restarted: bool,
+    ) -> std::result::Result<(), TransferError> {
+        if !resumed && !restarted {
+            return Ok(());
+        }
+        if let Ok(mut m) = self.metadata.lock() {
+            m.1.resumes += u64::from(resumed);
+            m.1.restarts += u64::from(restarted);
+        }
+        let update = FlowUpdate {
+            metadata: Some(self.metadata(None)),
+            only_from: vec![DataFlowState::Started],
+            ..FlowUpdate::default()
+        };
+        match self
+            .store
+            .update_owned(&self.owner, &self.flow_id, &update)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(
+                error @ (StoreError::LeaseLost { .. }
+                | StoreError::WrongState { .. }
+                | StoreError::NotFound { .. }),
+            ) => Err(self.refused(error)),
+            Err(error) => Err(TransferError::Transient(format!(
+                "cannot record the resume: {error}"
+            ))),
+        }
+    }
+
     async fn record(&self, checkpoint: Checkpoint) -> std::result::Result<(), TransferError> {
         let update = FlowUpdate {
             only_from: vec![DataFlowState::Started],
@@ -1658,15 +1727,6 @@ impl TransferCounters {
         Self {
             resumes: get("resumes"),
             restarts: get("restarts"),
-        }
-    }
-
-    fn count(&mut self, report: &AttemptReport) {
-        if report.resumed {
-            self.resumes += 1;
-        }
-        if report.restarted {
-            self.restarts += 1;
         }
     }
 

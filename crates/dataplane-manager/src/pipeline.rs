@@ -70,6 +70,13 @@ pub trait Checkpointer: Send + Sync {
     /// # Errors
     /// A [`TransferError`] that stops the transfer (e.g. the lease was lost).
     async fn record(&self, checkpoint: Checkpoint) -> Result<(), TransferError>;
+
+    /// Called once per attempt before any byte is written: whether it continues from a
+    /// checkpoint (`resumed`) or had to restart from zero although one existed (`restarted`).
+    ///
+    /// # Errors
+    /// A [`TransferError`] that stops the transfer.
+    async fn started(&self, resumed: bool, restarted: bool) -> Result<(), TransferError>;
 }
 
 /// How an attempt began and ended.
@@ -202,6 +209,9 @@ where
         offset: started_at,
         ..input
     };
+    checkpointer
+        .started(started_at > 0, checkpoint > 0 && started_at == 0)
+        .await?;
     let resumable = resume_at.is_some();
     let report = |position| AttemptReport {
         started_at,

@@ -21,6 +21,16 @@ pub const METHOD_PROPERTY: &str = "method";
 /// Address property of sinks: the `Content-Type` of the upload.
 pub const CONTENT_TYPE_PROPERTY: &str = "contentType";
 
+/// Address property of sources: the address is an event stream, `sse` (server-sent events) or
+/// `ndjson` (one JSON object a line), read event by event and resumed after the last event id.
+pub const EVENT_STREAM_PROPERTY: &str = "eventStream";
+/// Address property of event streams: the query parameter carrying the cursor (the last event
+/// id) when resuming; `after` by default for `ndjson`, none for `sse` (which sends
+/// `Last-Event-ID`).
+pub const CURSOR_PARAM_PROPERTY: &str = "cursorParam";
+/// Address property of `ndjson` event streams: the field holding an event's id (default `id`).
+pub const ID_FIELD_PROPERTY: &str = "idField";
+
 /// Headers that frame the message: set by the client, never by an address.
 const RESERVED_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
 
@@ -57,7 +67,7 @@ pub(crate) fn display_url(url: &Url) -> String {
 }
 
 /// A string property: absent, or present and a string (blank counts as absent).
-fn string_property<'a>(
+pub(crate) fn string_property<'a>(
     address: &'a ResourceAddress,
     name: &str,
 ) -> Result<Option<&'a str>, TransferError> {

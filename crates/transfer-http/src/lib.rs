@@ -1,5 +1,7 @@
 //! HTTP data source and sink for the dpf data plane: address type
-//! [`HttpData`](dataplane_spi::HTTP_DATA_TYPE).
+//! [`HttpData`](dataplane_spi::HTTP_DATA_TYPE). Sources download with `GET` (resumed with
+//! `Range`) or read event streams (server-sent events, NDJSON; resumed after the last event
+//! id); sinks upload with `POST`/`PUT` and resume as tus uploads.
 //!
 //! # Address properties
 //!
@@ -12,6 +14,9 @@
 //! | `headers` | optional extra headers: a JSON object of names to strings (or a string holding such an object); `Host`, `Content-Length`, `Transfer-Encoding` and `Connection` are refused |
 //! | `method` | sinks only: `POST` (default) or `PUT` |
 //! | `contentType` | sinks only: the upload's `Content-Type`; else the source's content type, else `application/octet-stream` |
+//! | `eventStream` | sources only: the resource is an event stream, `sse` (server-sent events) or `ndjson` (one JSON object a line); see [Event streams](#event-streams) |
+//! | `cursorParam` | event streams only: the query parameter that carries the cursor (the last event id) when resuming; default `after` for `ndjson`, none for `sse` |
+//! | `idField` | `ndjson` only: the field holding an event's id (a string, or a number taken as its text); default `id` |
 //!
 //! A malformed address is [`TransferError::InvalidAddress`] at `create`.
 //!
@@ -31,15 +36,55 @@
 //! ([`DEFAULT_IDLE_TIMEOUT`], see [`HttpSourceFactory::with_idle_timeout`]); there is no limit
 //! on a download's total duration.
 //!
+//! # Event streams
+//!
+//! With an `eventStream` property, [`HttpSourceFactory`] creates an [`HttpEventSource`]
+//! instead: a `GET` (with `Accept: text/event-stream` or `application/x-ndjson`, which the
+//! address's `headers` may override) whose body is decoded incrementally, whatever the network
+//! chunk sizes, and yielded as **one chunk per event**, so chunk boundaries are event
+//! boundaries:
+//!
+//! - `sse`: events are separated by a blank line (`\n`, `\r\n` or `\r` line ends); `id`,
+//!   `event` and `data` fields are kept (several `data` lines join with `\n`), comments (`:`),
+//!   `retry` and unknown fields are dropped, and so is an event without `data` (as browsers
+//!   do). Each event is re-serialised canonically as `id: <id>\n` (if it has one),
+//!   `event: <type>\n` (if it has one), one `data: <line>\n` per data line, then `\n`. The
+//!   response must be `text/event-stream` when it names a content type; an event unfinished when
+//!   the server closes is dropped.
+//! - `ndjson`: each non-blank line must be a JSON object (else [`TransferError::Rejected`]) and
+//!   is yielded as the line plus `\n`; its id is the `idField`. A last line without newline
+//!   counts.
+//!
+//! [`DataSource::cursor`](dataplane_spi::DataSource::cursor) is the id of the last event the
+//! stream has yielded (events without an id keep the previous one; before the first, the
+//! cursor the stream was opened after). `open_after(_, Some(cursor))` resumes after that
+//! event: `Last-Event-ID: <cursor>` for `sse`, plus `?<cursorParam>=<cursor>` (appended to the
+//! query) when there is a `cursorParam`, which `ndjson` always has. The byte offset is ignored:
+//! the stream's `offset` is 0, its `size` unknown, its content type `text/event-stream` or
+//! `application/x-ndjson`. The stream ends when the server closes the response; the idle
+//! timeout applies as for byte sources (comments sent as keep-alives count as data). An event
+//! (or line) larger than [`MAX_EVENT_SIZE`] fails the stream.
+//!
 //! # Sink
 //!
-//! [`HttpSinkFactory`] creates [`HttpSink`]s. `write(input)` sends one `POST`/`PUT` whose body
-//! streams the input as it is produced (never buffered whole), with `Content-Length:
-//! size - offset` when the input's size is known (checked while streaming: a source that yields
-//! more or less fails the upload) and chunked otherwise. It returns the number of bytes
-//! streamed once a `2xx` response arrived; at most 64 KiB of that response are read. An error
-//! of the input stream is returned as is. The sink sends what it is given: a resumed transfer
-//! (`offset > 0`) uploads only the rest, and it is up to the receiver to know what that means.
+//! [`HttpSinkFactory`] creates [`HttpSink`]s. `write(input)` streams the input as it is
+//! produced (never buffered whole), with `Content-Length: size - offset` when the input's size
+//! (that of the whole resource) is known — checked while streaming: a source that yields more or
+//! less fails the upload — and chunked otherwise. It returns the number of bytes streamed once a
+//! `2xx` response arrived; at most 64 KiB of that response are read. An error of the input
+//! stream is returned as is.
+//!
+//! - `offset == 0`: one `POST`/`PUT` that replaces the object.
+//! - `offset > 0`: a [tus 1.0](https://tus.io/protocols/resumable-upload) core `PATCH` with
+//!   `Tus-Resumable: 1.0.0`, `Upload-Offset: <offset>` and `Content-Type:
+//!   application/offset+octet-stream`, appending to the upload. A `409` is
+//!   [`TransferError::Rejected`] `offset mismatch: receiver is at <its Upload-Offset>`.
+//!
+//! `resume_point` asks the receiver with `HEAD` (and `Tus-Resumable: 1.0.0`): a `2xx` with an
+//! `Upload-Offset` gives that offset, whatever the checkpoint (the next write continues
+//! there); any other answer — no such header, `404`, `405`, other `4xx` — gives `None`: not
+//! resumable, the transfer restarts from zero with a plain upload. Connection failures, `5xx`,
+//! `408` and `429` are [`TransferError::Transient`].
 //!
 //! # Errors
 //!
@@ -73,6 +118,8 @@
 
 mod endpoint;
 mod errors;
+mod event_decoder;
+mod events;
 mod sink;
 mod source;
 
@@ -84,9 +131,17 @@ use reqwest::Client;
 pub use dataplane_spi::TransferError;
 pub use endpoint::{
     AUTHORIZATION_PROPERTY, AUTH_TYPE_PROPERTY, BASE_URL_PROPERTY, CONTENT_TYPE_PROPERTY,
-    HEADERS_PROPERTY, METHOD_PROPERTY, PATH_PROPERTY,
+    CURSOR_PARAM_PROPERTY, EVENT_STREAM_PROPERTY, HEADERS_PROPERTY, ID_FIELD_PROPERTY,
+    METHOD_PROPERTY, PATH_PROPERTY,
 };
-pub use sink::{HttpSink, HttpSinkFactory, DEFAULT_CONTENT_TYPE};
+pub use event_decoder::MAX_EVENT_SIZE;
+pub use events::{
+    EventStreamFormat, HttpEventSource, DEFAULT_ID_FIELD, DEFAULT_NDJSON_CURSOR_PARAM,
+    EVENT_STREAM_CONTENT_TYPE, NDJSON_CONTENT_TYPE,
+};
+pub use sink::{
+    HttpSink, HttpSinkFactory, DEFAULT_CONTENT_TYPE, TUS_PATCH_CONTENT_TYPE, TUS_VERSION,
+};
 pub use source::{HttpSource, HttpSourceFactory};
 
 /// Connect timeout of [`default_client`].

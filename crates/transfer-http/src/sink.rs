@@ -1,4 +1,5 @@
-//! The HTTP sink: one streaming `POST` or `PUT` of everything the input yields.
+//! The HTTP sink: one streaming `POST` or `PUT` of everything the input yields, or a tus
+//! `PATCH` appending it at an offset.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,12 +13,12 @@ use dataplane_spi::{
     HTTP_DATA_TYPE,
 };
 use futures::Stream;
-use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Body, Client, Method};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Body, Client, Method, RequestBuilder, Response, StatusCode};
 
-use crate::default_client_or_fallback;
-use crate::endpoint::{content_type, sink_method, Endpoint};
-use crate::errors::{drain, request_error, status_error};
+use crate::endpoint::{content_type, display_url, sink_method, Endpoint};
+use crate::errors::{drain, is_retryable_status, request_error, status_error};
+use crate::{default_client_or_fallback, DEFAULT_IDLE_TIMEOUT};
 
 /// Content type of uploads when neither the address nor the source tells one.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -148,25 +149,42 @@ impl Stream for Counting {
     }
 }
 
-#[async_trait]
-impl DataSink for HttpSink {
-    async fn write(&self, input: SourceStream) -> Result<u64, TransferError> {
-        let SourceStream {
-            stream,
-            size,
-            content_type,
-            offset,
-        } = input;
-        let url = &self.endpoint.url;
-        let what = self.method.as_str();
-        let content_type = self
-            .content_type
-            .clone()
-            .or_else(|| content_type.and_then(|t| HeaderValue::from_str(&t).ok()))
-            .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-        // What the stream will yield: the rest of the resource from `offset`.
-        let expected = size.and_then(|size| size.checked_sub(offset));
+/// The tus protocol version spoken (core protocol only).
+pub const TUS_VERSION: &str = "1.0.0";
+/// Content type of tus `PATCH` requests.
+pub const TUS_PATCH_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
+const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+
+/// The `Upload-Offset` of a response, if it has a valid one.
+fn upload_offset(response: &Response) -> Option<u64> {
+    response
+        .headers()
+        .get(UPLOAD_OFFSET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// An upload whose body is sent as it streams: the request and what it carries.
+struct Upload {
+    what: &'static str,
+    request: RequestBuilder,
+    stream: ByteStream,
+    /// The bytes the stream must yield, when known (sent as `Content-Length`).
+    expected: Option<u64>,
+}
+
+impl HttpSink {
+    /// Sends `upload`, its body streamed from its input: the response and the bytes streamed,
+    /// or the input's own error when the input failed.
+    async fn send(&self, upload: Upload) -> Result<(Response, u64), TransferError> {
+        let Upload {
+            what,
+            mut request,
+            stream,
+            expected,
+        } = upload;
         let progress = Arc::new(Progress::default());
         let body = Counting {
             inner: stream,
@@ -174,11 +192,6 @@ impl DataSink for HttpSink {
             expected,
             done: false,
         };
-        let mut request = self
-            .client
-            .request(self.method.clone(), url.clone())
-            .headers(self.endpoint.headers.clone())
-            .header(CONTENT_TYPE, content_type);
         if let Some(length) = expected {
             request = request.header(CONTENT_LENGTH, length);
         }
@@ -188,13 +201,146 @@ impl DataSink for HttpSink {
         if let Some(error) = progress.take_error() {
             return Err(error);
         }
-        let response = result.map_err(|e| request_error(what, url, &e))?;
+        let response = result.map_err(|e| request_error(what, &self.endpoint.url, &e))?;
+        Ok((response, progress.bytes()))
+    }
+
+    /// A `POST`/`PUT` of the whole input, replacing the object.
+    async fn replace(&self, input: SourceStream) -> Result<u64, TransferError> {
+        let SourceStream {
+            stream,
+            size,
+            content_type,
+            offset,
+        } = input;
+        let url = &self.endpoint.url;
+        let what = if self.method == Method::PUT {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let content_type = self
+            .content_type
+            .clone()
+            .or_else(|| content_type.and_then(|t| HeaderValue::from_str(&t).ok()))
+            .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+        let request = self
+            .client
+            .request(self.method.clone(), url.clone())
+            .headers(self.endpoint.headers.clone())
+            .header(CONTENT_TYPE, content_type);
+        let (response, sent) = self
+            .send(Upload {
+                what,
+                request,
+                stream,
+                // What the stream will yield: the rest of the resource from `offset`.
+                expected: size.and_then(|size| size.checked_sub(offset)),
+            })
+            .await?;
         if !response.status().is_success() {
             return Err(status_error(what, url, response).await);
         }
         drain(response).await;
-        let sent = progress.bytes();
-        tracing::debug!(url = %crate::endpoint::display_url(url), sent, offset, "HTTP sink done");
+        tracing::debug!(url = %display_url(url), sent, "HTTP upload done");
         Ok(sent)
+    }
+
+    /// A tus `PATCH` appending the input at `input.offset`.
+    async fn append(&self, input: SourceStream) -> Result<u64, TransferError> {
+        let SourceStream {
+            stream,
+            size,
+            offset,
+            ..
+        } = input;
+        let url = &self.endpoint.url;
+        let mut headers = self.endpoint.headers.clone();
+        headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+        headers.insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(TUS_PATCH_CONTENT_TYPE),
+        );
+        let request = self
+            .client
+            .request(Method::PATCH, url.clone())
+            .headers(headers);
+        let (response, sent) = self
+            .send(Upload {
+                what: "PATCH",
+                request,
+                stream,
+                expected: size.and_then(|size| size.checked_sub(offset)),
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::CONFLICT {
+            let at = upload_offset(&response)
+                .map_or_else(|| "an unknown offset".to_owned(), |at| at.to_string());
+            drain(response).await;
+            return Err(TransferError::Rejected(format!(
+                "offset mismatch: receiver is at {at} (PATCH {} at Upload-Offset {offset} answered {status})",
+                display_url(url)
+            )));
+        }
+        if !status.is_success() {
+            return Err(status_error("PATCH", url, response).await);
+        }
+        let reached = upload_offset(&response);
+        drain(response).await;
+        if let Some(reached) = reached.filter(|r| *r != offset + sent) {
+            tracing::warn!(
+                url = %display_url(url),
+                offset,
+                sent,
+                reached,
+                "the receiver's Upload-Offset after the PATCH is not offset + bytes sent"
+            );
+        }
+        tracing::debug!(url = %display_url(url), sent, offset, "tus PATCH done");
+        Ok(sent)
+    }
+}
+
+#[async_trait]
+impl DataSink for HttpSink {
+    /// Offset 0: one `POST`/`PUT` replacing the object; else a tus `PATCH` at the offset.
+    async fn write(&self, input: SourceStream) -> Result<u64, TransferError> {
+        if input.offset == 0 {
+            self.replace(input).await
+        } else {
+            self.append(input).await
+        }
+    }
+
+    /// The receiver's tus `Upload-Offset`, asked with `HEAD`; `None` when it answers without
+    /// one (not a tus upload) or with a client error.
+    async fn resume_point(&self, checkpoint: u64) -> Result<Option<u64>, TransferError> {
+        let url = &self.endpoint.url;
+        let mut headers = self.endpoint.headers.clone();
+        headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+        let request = self.client.head(url.clone()).headers(headers).send();
+        let response = match tokio::time::timeout(DEFAULT_IDLE_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| request_error("HEAD", url, &e))?,
+            Err(_) => {
+                return Err(TransferError::Transient(format!(
+                    "HEAD {} got no response within {DEFAULT_IDLE_TIMEOUT:?}",
+                    display_url(url)
+                )))
+            }
+        };
+        let status = response.status();
+        if is_retryable_status(status) {
+            return Err(status_error("HEAD", url, response).await);
+        }
+        let offset = if status.is_success() {
+            upload_offset(&response)
+        } else {
+            None
+        };
+        drain(response).await;
+        tracing::debug!(url = %display_url(url), %status, checkpoint, ?offset, "tus offset asked");
+        Ok(offset)
     }
 }

@@ -1,17 +1,20 @@
 //! The HTTP source: a streaming `GET`, resumed with `Range` where the server supports it.
+//! Event streams are in [`crate::events`].
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dataplane_spi::{
-    DataSource, DataSourceFactory, ResourceAddress, SourceStream, TransferError, HTTP_DATA_TYPE,
+    ByteStream, DataSource, DataSourceFactory, ResourceAddress, SourceStream, TransferError,
+    HTTP_DATA_TYPE,
 };
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, CONTENT_RANGE, CONTENT_TYPE, RANGE};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 
 use crate::endpoint::{display_url, Endpoint};
 use crate::errors::{request_error, status_error};
+use crate::events::{EventStreamConfig, HttpEventSource};
 use crate::{default_client_or_fallback, DEFAULT_IDLE_TIMEOUT};
 
 /// Creates [`HttpSource`]s for `HttpData` addresses, all sharing one [`Client`].
@@ -52,10 +55,20 @@ impl DataSourceFactory for HttpSourceFactory {
         HTTP_DATA_TYPE
     }
 
+    /// An [`HttpSource`], or an [`HttpEventSource`] when the address has an `eventStream`.
     fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError> {
+        let endpoint = Endpoint::from_address(address)?;
+        if let Some(config) = EventStreamConfig::from_address(address)? {
+            return Ok(Box::new(HttpEventSource::new(
+                self.client.clone(),
+                endpoint,
+                config,
+                self.idle_timeout,
+            )));
+        }
         Ok(Box::new(HttpSource {
             client: self.client.clone(),
-            endpoint: Endpoint::from_address(address)?,
+            endpoint,
             idle_timeout: self.idle_timeout,
         }))
     }
@@ -120,56 +133,13 @@ impl HttpSource {
         if offset > 0 {
             request = request.header(RANGE, format!("bytes={offset}-"));
         }
-        match tokio::time::timeout(self.idle_timeout, request.send()).await {
-            Ok(result) => result.map_err(|e| request_error("GET", url, &e)),
-            Err(_) => Err(TransferError::Transient(format!(
-                "GET {} got no response within {:?}",
-                display_url(url),
-                self.idle_timeout
-            ))),
-        }
-    }
-
-    /// The body of `response` as chunks, each awaited at most `idle_timeout`.
-    fn body(&self, response: Response) -> dataplane_spi::ByteStream {
-        struct State<S> {
-            body: S,
-            done: bool,
-        }
-        let idle_timeout = self.idle_timeout;
-        let url = display_url(&self.endpoint.url);
-        let state = State {
-            body: Box::pin(response.bytes_stream()),
-            done: false,
-        };
-        futures::stream::unfold(state, move |mut state| {
-            let url = url.clone();
-            async move {
-                if state.done {
-                    return None;
-                }
-                let item = match tokio::time::timeout(idle_timeout, state.body.next()).await {
-                    Ok(None) => return None,
-                    Ok(Some(Ok(chunk))) => Ok(chunk),
-                    Ok(Some(Err(e))) => Err(TransferError::Transient(format!(
-                        "reading the body of GET {url} failed: {}",
-                        crate::errors::chain(&e)
-                    ))),
-                    Err(_) => Err(TransferError::Transient(format!(
-                        "GET {url} sent no data for {idle_timeout:?}"
-                    ))),
-                };
-                state.done = item.is_err();
-                Some((item, state))
-            }
-        })
-        .boxed()
+        send_get(request, url, self.idle_timeout).await
     }
 
     fn opened(&self, response: Response, size: Option<u64>, offset: u64) -> SourceStream {
         let content_type = header_str(response.headers(), &CONTENT_TYPE).map(str::to_owned);
         SourceStream {
-            stream: self.body(response),
+            stream: idle_body(response, &self.endpoint.url, self.idle_timeout),
             size,
             content_type,
             offset,
@@ -190,6 +160,56 @@ impl HttpSource {
         let size = response.content_length();
         Ok(self.opened(response, size, 0))
     }
+}
+
+/// Sends a `GET` request to `url`, waiting at most `idle_timeout` for the response.
+pub(crate) async fn send_get(
+    request: RequestBuilder,
+    url: &Url,
+    idle_timeout: Duration,
+) -> Result<Response, TransferError> {
+    match tokio::time::timeout(idle_timeout, request.send()).await {
+        Ok(result) => result.map_err(|e| request_error("GET", url, &e)),
+        Err(_) => Err(TransferError::Transient(format!(
+            "GET {} got no response within {idle_timeout:?}",
+            display_url(url)
+        ))),
+    }
+}
+
+/// The body of `response` (to a `GET` of `url`) as chunks, each awaited at most `idle_timeout`.
+pub(crate) fn idle_body(response: Response, url: &Url, idle_timeout: Duration) -> ByteStream {
+    struct State<S> {
+        body: S,
+        done: bool,
+    }
+    let url = display_url(url);
+    let state = State {
+        body: Box::pin(response.bytes_stream()),
+        done: false,
+    };
+    futures::stream::unfold(state, move |mut state| {
+        let url = url.clone();
+        async move {
+            if state.done {
+                return None;
+            }
+            let item = match tokio::time::timeout(idle_timeout, state.body.next()).await {
+                Ok(None) => return None,
+                Ok(Some(Ok(chunk))) => Ok(chunk),
+                Ok(Some(Err(e))) => Err(TransferError::Transient(format!(
+                    "reading the body of GET {url} failed: {}",
+                    crate::errors::chain(&e)
+                ))),
+                Err(_) => Err(TransferError::Transient(format!(
+                    "GET {url} sent no data for {idle_timeout:?}"
+                ))),
+            };
+            state.done = item.is_err();
+            Some((item, state))
+        }
+    })
+    .boxed()
 }
 
 #[async_trait]

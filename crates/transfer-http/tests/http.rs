@@ -136,7 +136,7 @@ async fn status(code: web::Path<u16>) -> HttpResponse {
     HttpResponse::build(status).body(format!("status {code} as asked"))
 }
 
-/// `POST`/`PUT /upload/{name}`: records method, headers and body.
+/// `POST`/`PUT`/`PATCH /upload/{name}`: records method, headers and body.
 async fn upload(
     request: HttpRequest,
     name: web::Path<String>,
@@ -190,7 +190,8 @@ fn start_server() -> Server {
             .service(
                 web::resource("/upload/{name}")
                     .route(web::post().to(upload))
-                    .route(web::put().to(upload)),
+                    .route(web::put().to(upload))
+                    .route(web::patch().to(upload)),
             )
             .route("/count", web::post().to(count))
     })
@@ -509,7 +510,7 @@ async fn the_source_content_type_is_used_when_the_address_has_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_to_http_round_trip_resumed_at_an_offset() {
+async fn http_to_http_round_trip_resumed_at_an_offset_is_a_tus_patch() {
     let server = start_server();
     let data = random_bytes(1_500_000, 6);
     server.add_file("rt.bin", data.clone());
@@ -525,6 +526,7 @@ async fn http_to_http_round_trip_resumed_at_an_offset() {
 
     assert_eq!(sent, 1_000_000);
     let upload = server.upload("rt");
+    assert_eq!(upload.method, "PATCH");
     assert_eq!(
         upload.header("content-length"),
         Some("1000000"),
@@ -532,9 +534,10 @@ async fn http_to_http_round_trip_resumed_at_an_offset() {
     );
     assert_eq!(
         upload.header("content-type"),
-        Some("text/plain"),
-        "from the source"
+        Some("application/offset+octet-stream")
     );
+    assert_eq!(upload.header("upload-offset"), Some("500000"));
+    assert_eq!(upload.header("tus-resumable"), Some("1.0.0"));
     assert!(upload.body == data[500_000..], "body differs");
 }
 
