@@ -722,3 +722,392 @@ macro_rules! data_flow_store_conformance {
         )*
     };
 }
+
+/// A store that is both a [`DataFlowStore`] and a [`crate::Coordinator`] (sessions are its
+/// members), as every backend is.
+pub trait ClusterStore: DataFlowStore + crate::Coordinator {}
+
+impl<T: DataFlowStore + crate::Coordinator> ClusterStore for T {}
+
+/// Coordinator conformance cases.
+pub mod coordinator {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{member, ClusterStore, AFTER_SHORT_LEASE, LONG_LEASE_MS, SHORT_LEASE_MS};
+    use crate::{CoordinationError, DataFlowState, Expected, KvEventKind, Session};
+
+    fn session(name: &str) -> Session {
+        Session {
+            runtime_id: name.into(),
+            incarnation: "i".into(),
+        }
+    }
+
+    /// Compare-and-set on versions; deletes are conditional too.
+    pub async fn kv_compare_and_set(store: Arc<dyn ClusterStore>) {
+        let created = store
+            .kv_put("k", "v1", Expected::Absent, None)
+            .await
+            .unwrap();
+        assert_eq!((created.version, created.value.as_str()), (1, "v1"));
+        assert!(matches!(
+            store.kv_put("k", "x", Expected::Absent, None).await,
+            Err(CoordinationError::Conflict { .. })
+        ));
+        let second = store
+            .kv_put("k", "v2", Expected::Version(1), None)
+            .await
+            .unwrap();
+        assert_eq!(second.version, 2);
+        assert_eq!(second.create_revision, created.create_revision);
+        assert!(second.mod_revision > created.mod_revision);
+        assert!(matches!(
+            store.kv_put("k", "x", Expected::Version(1), None).await,
+            Err(CoordinationError::Conflict { .. })
+        ));
+        assert_eq!(store.kv_get("k").await.unwrap().unwrap().value, "v2");
+        assert!(matches!(
+            store.kv_delete("k", Expected::Version(1)).await,
+            Err(CoordinationError::Conflict { .. })
+        ));
+        let deleted = store.kv_delete("k", Expected::Version(2)).await.unwrap();
+        assert_eq!(
+            (deleted.kind, deleted.value.as_str()),
+            (KvEventKind::Delete, "v2")
+        );
+        assert_eq!(store.kv_get("k").await.unwrap(), None);
+        assert!(matches!(
+            store.kv_delete("k", Expected::Any).await,
+            Err(CoordinationError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.kv_put("bad key", "x", Expected::Any, None).await,
+            Err(CoordinationError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            store.kv_put("x", "", Expected::Version(1), None).await,
+            Err(CoordinationError::Conflict { .. })
+        ));
+    }
+
+    /// Listing by prefix reflects a revision; events after it are delivered in order, resumable
+    /// from any revision, and compaction is reported.
+    pub async fn kv_list_and_watch(store: Arc<dyn ClusterStore>) {
+        for key in ["a/2", "a/1", "b/1", "a0"] {
+            store.kv_put(key, key, Expected::Any, None).await.unwrap();
+        }
+        let (listed, revision) = store.kv_list("a/").await.unwrap();
+        assert_eq!(
+            listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            vec!["a/1", "a/2"]
+        );
+        assert!(revision >= listed.iter().map(|e| e.mod_revision).max().unwrap());
+        store
+            .kv_put("a/1", "again", Expected::Any, None)
+            .await
+            .unwrap();
+        store
+            .kv_put("b/2", "other prefix", Expected::Any, None)
+            .await
+            .unwrap();
+        store.kv_delete("a/2", Expected::Any).await.unwrap();
+        store
+            .kv_put("a/3", "new", Expected::Any, None)
+            .await
+            .unwrap();
+        let events = store.kv_events("a/", revision, 100).await.unwrap();
+        let seen: Vec<(KvEventKind, &str)> =
+            events.iter().map(|e| (e.kind, e.key.as_str())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (KvEventKind::Put, "a/1"),
+                (KvEventKind::Delete, "a/2"),
+                (KvEventKind::Put, "a/3")
+            ]
+        );
+        assert!(events.windows(2).all(|w| w[0].revision < w[1].revision));
+        // Resuming from the middle gives exactly the rest.
+        let rest = store
+            .kv_events("a/", events[0].revision, 100)
+            .await
+            .unwrap();
+        assert_eq!(rest, events[1..].to_vec());
+        assert_eq!(
+            store.kv_events("a/", revision, 1).await.unwrap(),
+            events[..1].to_vec()
+        );
+        // Compaction.
+        let compacted = store.kv_compact(2).await.unwrap();
+        assert!(compacted > revision);
+        assert!(matches!(
+            store.kv_events("a/", revision, 100).await,
+            Err(CoordinationError::Compacted { .. })
+        ));
+        assert!(store.kv_events("", compacted, 100).await.unwrap().len() <= 2);
+    }
+
+    /// Concurrent compare-and-set increments lose no update.
+    pub async fn kv_cas_counter(store: Arc<dyn ClusterStore>) {
+        const WRITERS: usize = 4;
+        const EACH: usize = 100;
+        store
+            .kv_put("counter", "0", Expected::Absent, None)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..WRITERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                while done < EACH {
+                    let current = store.kv_get("counter").await.unwrap().unwrap();
+                    let next = current.value.parse::<u64>().unwrap() + 1;
+                    match store
+                        .kv_put(
+                            "counter",
+                            &next.to_string(),
+                            Expected::Version(current.version),
+                            None,
+                        )
+                        .await
+                    {
+                        Ok(_) => done += 1,
+                        Err(CoordinationError::Conflict { .. }) => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let final_value = store.kv_get("counter").await.unwrap().unwrap();
+        assert_eq!(final_value.value, (WRITERS * EACH).to_string());
+        assert_eq!(final_value.version, (WRITERS * EACH + 1) as i64);
+    }
+
+    /// Keys bound to a session are deleted (with a DELETE event) once the session dies.
+    pub async fn ttl_keys_die_with_their_session(store: Arc<dyn ClusterStore>) {
+        store
+            .register_member(&member("short", "i", SHORT_LEASE_MS))
+            .await
+            .unwrap();
+        store
+            .register_member(&member("long", "i", LONG_LEASE_MS))
+            .await
+            .unwrap();
+        let (_, revision) = store.kv_list("").await.unwrap();
+        store
+            .kv_put("hb/short", "alive", Expected::Any, Some(&session("short")))
+            .await
+            .unwrap();
+        store
+            .kv_put("hb/long", "alive", Expected::Any, Some(&session("long")))
+            .await
+            .unwrap();
+        store
+            .kv_put("plain", "kept", Expected::Any, None)
+            .await
+            .unwrap();
+        tokio::time::sleep(AFTER_SHORT_LEASE).await;
+        assert_eq!(store.kv_expire_sessions().await.unwrap(), 1);
+        assert_eq!(store.kv_get("hb/short").await.unwrap(), None);
+        assert!(store.kv_get("hb/long").await.unwrap().is_some());
+        assert!(store.kv_get("plain").await.unwrap().is_some());
+        let events = store.kv_events("hb/", revision, 100).await.unwrap();
+        assert_eq!(
+            events.last().map(|e| (e.kind, e.key.as_str())),
+            Some((KvEventKind::Delete, "hb/short"))
+        );
+        assert!(matches!(
+            store
+                .kv_put("hb/short", "x", Expected::Any, Some(&session("short")))
+                .await,
+            Err(CoordinationError::SessionGone(_))
+        ));
+        assert_eq!(store.kv_expire_sessions().await.unwrap(), 0);
+    }
+
+    /// One leader per term; terms only increase; stale terms are refused.
+    pub async fn leader_election_and_terms(store: Arc<dyn ClusterStore>) {
+        for name in ["a", "b"] {
+            store
+                .register_member(&member(name, "i", LONG_LEASE_MS))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.leader().await.unwrap(), None);
+        let first = store
+            .campaign(&session("a"), LONG_LEASE_MS)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((first.leader.as_str(), first.term), ("a", 1));
+        let other = store
+            .campaign(&session("b"), LONG_LEASE_MS)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (other.leader.as_str(), other.term),
+            ("a", 1),
+            "b cannot take a valid lead"
+        );
+        let renewed = store
+            .campaign(&session("a"), LONG_LEASE_MS)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(renewed.term, 1);
+        assert!(renewed.expires_at >= first.expires_at);
+        store.resign(&session("a"), 1).await.unwrap();
+        assert_eq!(store.leader().await.unwrap(), None);
+        let second = store
+            .campaign(&session("b"), SHORT_LEASE_MS)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((second.leader.as_str(), second.term), ("b", 2));
+        assert!(matches!(
+            store.resign(&session("a"), 1).await,
+            Err(CoordinationError::StaleTerm { .. })
+        ));
+        assert!(matches!(
+            store.reap_member(&session("a"), 1, "x", "i").await,
+            Err(CoordinationError::StaleTerm { .. })
+        ));
+        assert!(matches!(
+            store.purge_finished_flows(&session("a"), 1, 0).await,
+            Err(CoordinationError::StaleTerm { .. })
+        ));
+        tokio::time::sleep(AFTER_SHORT_LEASE).await;
+        assert_eq!(
+            store.leader().await.unwrap(),
+            None,
+            "an expired lead is no lead"
+        );
+        let third = store
+            .campaign(&session("a"), LONG_LEASE_MS)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((third.leader.as_str(), third.term), ("a", 3));
+        assert!(matches!(
+            store.campaign(&session("ghost"), LONG_LEASE_MS).await,
+            Err(CoordinationError::SessionGone(_))
+        ));
+    }
+
+    /// The leader reaps each dead member once, and purges old finished flows.
+    pub async fn leader_duties(store: Arc<dyn ClusterStore>) {
+        store
+            .register_member(&member("leader", "i", LONG_LEASE_MS))
+            .await
+            .unwrap();
+        store
+            .register_member(&member("dead", "d1", SHORT_LEASE_MS))
+            .await
+            .unwrap();
+        let lead = store
+            .campaign(&session("leader"), LONG_LEASE_MS)
+            .await
+            .unwrap()
+            .unwrap();
+        let me = session("leader");
+        assert!(
+            !store
+                .reap_member(&me, lead.term, "dead", "d1")
+                .await
+                .unwrap(),
+            "alive members are not reaped"
+        );
+        tokio::time::sleep(AFTER_SHORT_LEASE).await;
+        assert!(store
+            .reap_member(&me, lead.term, "dead", "d1")
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .reap_member(&me, lead.term, "dead", "d1")
+                .await
+                .unwrap(),
+            "reaped once"
+        );
+        assert!(store
+            .list_members()
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.runtime_id != "dead"));
+
+        let mut done = crate::NewDataFlow::new(
+            "old",
+            "p-old",
+            crate::FlowKind::ProviderPush,
+            DataFlowState::Completed,
+        );
+        done.runtime_id = None;
+        store.create(&done).await.unwrap();
+        store
+            .create(&crate::NewDataFlow::new(
+                "live",
+                "p-live",
+                crate::FlowKind::ProviderPush,
+                DataFlowState::Started,
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            store
+                .purge_finished_flows(&me, lead.term, 60_000)
+                .await
+                .unwrap(),
+            0,
+            "too young"
+        );
+        assert_eq!(
+            store.purge_finished_flows(&me, lead.term, 5).await.unwrap(),
+            1
+        );
+        assert!(store.find("old").await.unwrap().is_none());
+        assert!(store.find("live").await.unwrap().is_some());
+
+        store.publish_config_revision(&me, 42).await.unwrap();
+        assert_eq!(
+            store.config_revisions().await.unwrap(),
+            vec![("leader".to_owned(), 42)]
+        );
+        assert!(matches!(
+            store.publish_config_revision(&session("dead"), 1).await,
+            Err(CoordinationError::SessionGone(_))
+        ));
+    }
+}
+
+/// Generates one `#[tokio::test]` per coordinator conformance case. `$factory` is an async
+/// expression evaluating to a fresh, empty `Arc<impl ClusterStore>`.
+#[macro_export]
+macro_rules! coordinator_conformance {
+    ($factory:expr) => {
+        $crate::coordinator_conformance!(@cases $factory;
+            kv_compare_and_set,
+            kv_list_and_watch,
+            kv_cas_counter,
+            ttl_keys_die_with_their_session,
+            leader_election_and_terms,
+            leader_duties,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store = $factory.await;
+                $crate::conformance::coordinator::$case(store).await;
+            }
+        )*
+    };
+}

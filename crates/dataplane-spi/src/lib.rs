@@ -16,6 +16,7 @@
 //! No web, HTTP-client or database crate is used here.
 
 mod address;
+pub mod coordination;
 mod error;
 mod flow;
 mod member;
@@ -30,6 +31,10 @@ pub mod conformance;
 
 pub use address::{
     DataAddress, EndpointProperty, ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE, HTTP_PULL, HTTP_PUSH,
+};
+pub use coordination::{
+    CoordinationError, CoordinationResult, Coordinator, Expected, KvEntry, KvEvent, KvEventKind,
+    Leader, Session,
 };
 pub use error::{StoreError, StoreResult};
 pub use flow::{Checkpoint, DataFlow, DataFlowState, FlowKind, FlowUpdate, NewDataFlow};

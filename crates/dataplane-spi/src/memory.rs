@@ -7,9 +7,11 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
+use crate::coordination::validate_key;
 use crate::{
-    DataFlow, DataFlowState, DataFlowStore, FlowOwner, FlowUpdate, Member, MemberRegistration,
-    NewDataFlow, StoreError, StoreResult,
+    CoordinationError, CoordinationResult, Coordinator, DataFlow, DataFlowState, DataFlowStore,
+    Expected, FlowOwner, FlowUpdate, KvEntry, KvEvent, KvEventKind, Leader, Member,
+    MemberRegistration, NewDataFlow, Session, StoreError, StoreResult,
 };
 
 /// In-memory [`DataFlowStore`].
@@ -22,6 +24,12 @@ pub struct InMemoryDataFlowStore {
 struct State {
     flows: BTreeMap<String, DataFlow>,
     members: BTreeMap<String, Member>,
+    kv: BTreeMap<String, KvEntry>,
+    events: Vec<KvEvent>,
+    revision: i64,
+    compacted: i64,
+    leader: Option<Leader>,
+    config_revisions: BTreeMap<String, i64>,
 }
 
 impl State {
@@ -127,6 +135,341 @@ fn apply_update(flow: &mut DataFlow, update: &FlowUpdate, now: DateTime<Utc>) {
         flow.destination = Some(destination.clone());
     }
     flow.updated_at = now;
+}
+
+fn session_alive(state: &State, session: &Session, now: DateTime<Utc>) -> bool {
+    state
+        .members
+        .get(&session.runtime_id)
+        .is_some_and(|m| m.incarnation == session.incarnation && m.lease_expires_at > now)
+}
+
+fn check_expected(
+    key: &str,
+    expected: Expected,
+    current: Option<&KvEntry>,
+) -> CoordinationResult<()> {
+    let ok = match (expected, current) {
+        (Expected::Any, _) | (Expected::Absent, None) => true,
+        (Expected::Version(v), Some(entry)) => entry.version == v,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(CoordinationError::Conflict {
+        key: key.to_owned(),
+        expected: match expected {
+            Expected::Any => "anything".into(),
+            Expected::Absent => "no key".into(),
+            Expected::Version(v) => format!("version {v}"),
+        },
+        actual: current.map_or_else(|| "no key".to_owned(), |e| format!("version {}", e.version)),
+    })
+}
+
+impl State {
+    fn record(&mut self, kind: KvEventKind, entry: &KvEntry) -> KvEvent {
+        let event = KvEvent {
+            revision: entry.mod_revision,
+            kind,
+            key: entry.key.clone(),
+            value: entry.value.clone(),
+            version: entry.version,
+        };
+        self.events.push(event.clone());
+        event
+    }
+
+    fn leads(&self, leader: &Session, term: i64, now: DateTime<Utc>) -> bool {
+        self.leader.as_ref().is_some_and(|l| {
+            l.leader == leader.runtime_id
+                && l.incarnation == leader.incarnation
+                && l.term == term
+                && l.expires_at > now
+        })
+    }
+}
+
+fn stale(leader: &Session, term: i64) -> CoordinationError {
+    CoordinationError::StaleTerm {
+        leader: leader.runtime_id.clone(),
+        term,
+    }
+}
+
+impl InMemoryDataFlowStore {
+    fn coordinate<T>(
+        &self,
+        f: impl FnOnce(&mut State, DateTime<Utc>) -> CoordinationResult<T>,
+    ) -> CoordinationResult<T> {
+        let mut guard = self
+            .state
+            .lock()
+            .map_err(|_| CoordinationError::Internal("in-memory store lock poisoned".into()))?;
+        f(&mut guard, Utc::now())
+    }
+}
+
+#[async_trait]
+impl Coordinator for InMemoryDataFlowStore {
+    async fn kv_get(&self, key: &str) -> CoordinationResult<Option<KvEntry>> {
+        self.coordinate(|state, _| Ok(state.kv.get(key).cloned()))
+    }
+
+    async fn kv_put(
+        &self,
+        key: &str,
+        value: &str,
+        expected: Expected,
+        session: Option<&Session>,
+    ) -> CoordinationResult<KvEntry> {
+        validate_key(key)?;
+        if value.len() > crate::coordination::MAX_VALUE_LEN {
+            return Err(CoordinationError::InvalidInput("value too large".into()));
+        }
+        self.coordinate(|state, now| {
+            check_expected(key, expected, state.kv.get(key))?;
+            if let Some(session) = session {
+                if !session_alive(state, session, now) {
+                    return Err(CoordinationError::SessionGone(session.runtime_id.clone()));
+                }
+            }
+            state.revision += 1;
+            let revision = state.revision;
+            let entry = match state.kv.get(key) {
+                Some(old) => KvEntry {
+                    value: value.to_owned(),
+                    version: old.version + 1,
+                    mod_revision: revision,
+                    session: session.map(|s| s.runtime_id.clone()),
+                    ..old.clone()
+                },
+                None => KvEntry {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                    version: 1,
+                    create_revision: revision,
+                    mod_revision: revision,
+                    session: session.map(|s| s.runtime_id.clone()),
+                },
+            };
+            state.kv.insert(key.to_owned(), entry.clone());
+            state.record(KvEventKind::Put, &entry);
+            Ok(entry)
+        })
+    }
+
+    async fn kv_delete(&self, key: &str, expected: Expected) -> CoordinationResult<KvEvent> {
+        self.coordinate(|state, _| {
+            let current = state
+                .kv
+                .get(key)
+                .cloned()
+                .ok_or_else(|| CoordinationError::NotFound(key.to_owned()))?;
+            check_expected(key, expected, Some(&current))?;
+            state.kv.remove(key);
+            state.revision += 1;
+            let entry = KvEntry {
+                mod_revision: state.revision,
+                ..current
+            };
+            Ok(state.record(KvEventKind::Delete, &entry))
+        })
+    }
+
+    async fn kv_list(&self, prefix: &str) -> CoordinationResult<(Vec<KvEntry>, i64)> {
+        self.coordinate(|state, _| {
+            let entries = state
+                .kv
+                .range(prefix.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, e)| e.clone())
+                .collect();
+            Ok((entries, state.revision))
+        })
+    }
+
+    async fn kv_events(
+        &self,
+        prefix: &str,
+        after: i64,
+        limit: usize,
+    ) -> CoordinationResult<Vec<KvEvent>> {
+        self.coordinate(|state, _| {
+            if after < state.compacted {
+                return Err(CoordinationError::Compacted {
+                    requested: after,
+                    compacted: state.compacted,
+                });
+            }
+            Ok(state
+                .events
+                .iter()
+                .filter(|e| e.revision > after && e.key.starts_with(prefix))
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn kv_expire_sessions(&self) -> CoordinationResult<u64> {
+        self.coordinate(|state, now| {
+            let dead: Vec<String> = state
+                .kv
+                .values()
+                .filter(|e| {
+                    e.session.as_ref().is_some_and(|s| {
+                        state
+                            .members
+                            .get(s)
+                            .is_none_or(|m| m.lease_expires_at <= now)
+                    })
+                })
+                .map(|e| e.key.clone())
+                .collect();
+            for key in &dead {
+                if let Some(entry) = state.kv.remove(key) {
+                    state.revision += 1;
+                    let entry = KvEntry {
+                        mod_revision: state.revision,
+                        ..entry
+                    };
+                    state.record(KvEventKind::Delete, &entry);
+                }
+            }
+            Ok(dead.len() as u64)
+        })
+    }
+
+    async fn kv_compact(&self, keep: i64) -> CoordinationResult<i64> {
+        self.coordinate(|state, _| {
+            let keep = usize::try_from(keep.max(0)).unwrap_or(0);
+            if state.events.len() > keep {
+                let cut = state.events.len() - keep;
+                state.compacted = state.events[cut - 1].revision;
+                state.events.drain(..cut);
+            }
+            Ok(state.compacted)
+        })
+    }
+
+    async fn campaign(
+        &self,
+        session: &Session,
+        lease_ms: i64,
+    ) -> CoordinationResult<Option<Leader>> {
+        self.coordinate(|state, now| {
+            if !session_alive(state, session, now) {
+                return Err(CoordinationError::SessionGone(session.runtime_id.clone()));
+            }
+            let expires_at = now + Duration::milliseconds(lease_ms);
+            let (mine, valid, term) = match &state.leader {
+                Some(l) => (
+                    l.leader == session.runtime_id && l.incarnation == session.incarnation,
+                    l.expires_at > now,
+                    l.term,
+                ),
+                None => (false, false, 0),
+            };
+            match (&mut state.leader, valid, mine) {
+                (Some(l), true, true) => l.expires_at = expires_at,
+                (Some(_), true, false) => {}
+                (slot, _, _) => {
+                    *slot = Some(Leader {
+                        leader: session.runtime_id.clone(),
+                        incarnation: session.incarnation.clone(),
+                        term: term + 1,
+                        expires_at,
+                    });
+                }
+            }
+            Ok(state.leader.clone().filter(|l| l.expires_at > now))
+        })
+    }
+
+    async fn leader(&self) -> CoordinationResult<Option<Leader>> {
+        self.coordinate(|state, now| Ok(state.leader.clone().filter(|l| l.expires_at > now)))
+    }
+
+    async fn resign(&self, session: &Session, term: i64) -> CoordinationResult<()> {
+        self.coordinate(|state, now| {
+            if !state.leads(session, term, now) {
+                return Err(stale(session, term));
+            }
+            if let Some(l) = state.leader.as_mut() {
+                l.expires_at = now;
+            }
+            Ok(())
+        })
+    }
+
+    async fn reap_member(
+        &self,
+        leader: &Session,
+        term: i64,
+        runtime_id: &str,
+        incarnation: &str,
+    ) -> CoordinationResult<bool> {
+        self.coordinate(|state, now| {
+            if !state.leads(leader, term, now) {
+                return Err(stale(leader, term));
+            }
+            let dead = state
+                .members
+                .get(runtime_id)
+                .is_some_and(|m| m.incarnation == incarnation && m.lease_expires_at <= now);
+            if dead {
+                state.members.remove(runtime_id);
+            }
+            Ok(dead)
+        })
+    }
+
+    async fn purge_finished_flows(
+        &self,
+        leader: &Session,
+        term: i64,
+        age_ms: i64,
+    ) -> CoordinationResult<u64> {
+        self.coordinate(|state, now| {
+            if !state.leads(leader, term, now) {
+                return Err(stale(leader, term));
+            }
+            let cutoff = now - Duration::milliseconds(age_ms);
+            let before = state.flows.len();
+            state
+                .flows
+                .retain(|_, f| !(f.state.is_terminal() && f.updated_at < cutoff));
+            Ok((before - state.flows.len()) as u64)
+        })
+    }
+
+    async fn publish_config_revision(
+        &self,
+        session: &Session,
+        revision: i64,
+    ) -> CoordinationResult<()> {
+        self.coordinate(|state, now| {
+            if !session_alive(state, session, now) {
+                return Err(CoordinationError::SessionGone(session.runtime_id.clone()));
+            }
+            state
+                .config_revisions
+                .insert(session.runtime_id.clone(), revision);
+            Ok(())
+        })
+    }
+
+    async fn config_revisions(&self) -> CoordinationResult<Vec<(String, i64)>> {
+        self.coordinate(|state, _| {
+            Ok(state
+                .config_revisions
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect())
+        })
+    }
 }
 
 fn membership_lost(runtime_id: &str, incarnation: &str) -> StoreError {
@@ -434,4 +777,12 @@ mod conformance_tests {
     }
 
     crate::data_flow_store_conformance!(fresh());
+
+    mod coordinator {
+        async fn fresh() -> std::sync::Arc<super::super::InMemoryDataFlowStore> {
+            std::sync::Arc::new(super::super::InMemoryDataFlowStore::new())
+        }
+
+        crate::coordinator_conformance!(fresh());
+    }
 }

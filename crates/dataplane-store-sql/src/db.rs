@@ -152,6 +152,32 @@ pub(crate) enum DbError {
     Join(String),
     Store(dataplane_spi::StoreError),
     Selector(selector_spi::SelectorError),
+    Coordination(dataplane_spi::CoordinationError),
+}
+
+impl From<dataplane_spi::CoordinationError> for DbError {
+    fn from(error: dataplane_spi::CoordinationError) -> Self {
+        Self::Coordination(error)
+    }
+}
+
+impl From<DbError> for dataplane_spi::CoordinationError {
+    fn from(error: DbError) -> Self {
+        use dataplane_spi::CoordinationError;
+        if let DbError::Coordination(error) = error {
+            return error;
+        }
+        match error.kind() {
+            Kind::UniqueViolation(detail) => CoordinationError::Conflict {
+                key: String::new(),
+                expected: "no concurrent writer".into(),
+                actual: detail,
+            },
+            Kind::NotFound => CoordinationError::Internal("unexpected missing row".into()),
+            Kind::Unavailable(message) => CoordinationError::Unavailable(message),
+            Kind::Internal(message) => CoordinationError::Internal(message),
+        }
+    }
 }
 
 impl From<DieselError> for DbError {
@@ -205,6 +231,7 @@ impl DbError {
             Self::Join(message) => Kind::Internal(message.clone()),
             Self::Store(error) => Kind::Internal(error.to_string()),
             Self::Selector(error) => Kind::Internal(error.to_string()),
+            Self::Coordination(error) => Kind::Internal(error.to_string()),
         }
     }
 }

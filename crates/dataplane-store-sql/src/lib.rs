@@ -18,6 +18,7 @@
 //! - **typed errors**: unique violations become `AlreadyExists`, connection failures and lock
 //!   timeouts become the retryable `Unavailable`.
 
+mod coordination;
 mod db;
 mod flows;
 mod instances;

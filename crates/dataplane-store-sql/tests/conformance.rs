@@ -65,3 +65,19 @@ mod postgres_flows {
     }
     dataplane_spi::data_flow_store_conformance!(fresh());
 }
+
+mod sqlite_coordinator {
+    use super::*;
+    async fn fresh() -> Arc<SqlStore> {
+        Arc::new(sqlite_store().await)
+    }
+    dataplane_spi::coordinator_conformance!(fresh());
+}
+
+mod postgres_coordinator {
+    use super::*;
+    async fn fresh() -> Arc<SqlStore> {
+        Arc::new(postgres_store().await)
+    }
+    dataplane_spi::coordinator_conformance!(fresh());
+}
