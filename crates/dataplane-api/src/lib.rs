@@ -101,6 +101,11 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
                         web::delete().to(delete_control_plane),
                     )
                     .route("/cluster/members", web::get().to(members))
+                    .route("/cluster/leader", web::get().to(leader))
+                    .route("/cluster/kv", web::get().to(kv_list))
+                    .route("/cluster/kv/{key:.+}", web::get().to(kv_get))
+                    .route("/cluster/kv/{key:.+}", web::put().to(kv_put))
+                    .route("/cluster/kv/{key:.+}", web::delete().to(kv_delete))
                     .route("/dataflows", web::get().to(list_flows))
                     .route("/dataflows/{id}", web::get().to(get_flow))
                     .route("/datasets", web::get().to(list_datasets))
@@ -222,8 +227,13 @@ struct MembersQuery {
     watch: bool,
 }
 
-fn member_json(member: &dataplane_spi::Member) -> serde_json::Value {
+fn member_json(member: &dataplane_spi::Member, revisions: &[(String, i64)]) -> serde_json::Value {
+    let revision = revisions
+        .iter()
+        .find(|(name, _)| *name == member.runtime_id)
+        .map(|(_, r)| *r);
     serde_json::json!({
+        "configRevision": revision,
         "name": member.runtime_id,
         "incarnation": member.incarnation,
         "state": member.state,
@@ -242,15 +252,21 @@ const MEMBERS_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_mi
 /// watcher misses nothing between the two.
 async fn members(plane: Plane, query: web::Query<MembersQuery>) -> ApiResult {
     let current = plane.live_members().await?;
+    let revisions = plane
+        .coordinator()
+        .config_revisions()
+        .await
+        .unwrap_or_default();
     if !query.watch {
-        let listing: Vec<serde_json::Value> = current.iter().map(member_json).collect();
+        let listing: Vec<serde_json::Value> =
+            current.iter().map(|m| member_json(m, &revisions)).collect();
         return Ok(HttpResponse::Ok().json(listing));
     }
     type Known = std::collections::BTreeMap<String, dataplane_spi::Member>;
     let plane = plane.get_ref().clone();
     let initial: Vec<bytes::Bytes> = current
         .iter()
-        .map(|m| sse("join", &member_json(m)))
+        .map(|m| sse("join", &member_json(m, &revisions)))
         .collect();
     let known: Known = current
         .into_iter()
@@ -267,20 +283,20 @@ async fn members(plane: Plane, query: web::Query<MembersQuery>) -> ApiResult {
             let fresh: Known = now.into_iter().map(|m| (m.runtime_id.clone(), m)).collect();
             for (name, member) in &fresh {
                 match known.get(name) {
-                    None => events.push(sse("join", &member_json(member))),
+                    None => events.push(sse("join", &member_json(member, &[]))),
                     Some(old) if old.incarnation != member.incarnation => {
-                        events.push(sse("leave", &member_json(old)));
-                        events.push(sse("join", &member_json(member)));
+                        events.push(sse("leave", &member_json(old, &[])));
+                        events.push(sse("join", &member_json(member, &[])));
                     }
                     Some(old) if old.state != member.state => {
-                        events.push(sse("update", &member_json(member)))
+                        events.push(sse("update", &member_json(member, &[])))
                     }
                     Some(_) => {}
                 }
             }
             for (name, member) in &known {
                 if !fresh.contains_key(name) {
-                    events.push(sse("leave", &member_json(member)));
+                    events.push(sse("leave", &member_json(member, &[])));
                 }
             }
             known = fresh;
@@ -306,6 +322,221 @@ async fn members(plane: Plane, query: web::Query<MembersQuery>) -> ApiResult {
 
 fn sse(event: &str, data: &serde_json::Value) -> bytes::Bytes {
     bytes::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+fn coordination_error(error: dataplane_spi::CoordinationError) -> ApiError {
+    use dataplane_spi::CoordinationError as E;
+    ApiError(match error {
+        E::Conflict { .. } | E::StaleTerm { .. } => DataPlaneError::Conflict(error.to_string()),
+        E::NotFound(_) => DataPlaneError::NotFound(error.to_string()),
+        E::Compacted { .. } | E::InvalidInput(_) | E::SessionGone(_) => {
+            DataPlaneError::InvalidInput(error.to_string())
+        }
+        E::Unavailable(_) => DataPlaneError::Unavailable(error.to_string()),
+        E::Internal(_) => DataPlaneError::Internal(error.to_string()),
+    })
+}
+
+/// `GET /cluster/leader`: `{"leader": "<runtime name>", "term": n, "expiresAt": …}`, 404 when
+/// no replica leads right now.
+async fn leader(plane: Plane) -> ApiResult {
+    match plane
+        .coordinator()
+        .leader()
+        .await
+        .map_err(coordination_error)?
+    {
+        Some(leader) => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "leader": leader.leader,
+            "term": leader.term,
+            "incarnation": leader.incarnation,
+            "expiresAt": leader.expires_at,
+        }))),
+        None => Err(DataPlaneError::NotFound(
+            "no replica leads right now (an election is due)".into(),
+        )
+        .into()),
+    }
+}
+
+async fn kv_get(plane: Plane, key: web::Path<String>) -> ApiResult {
+    match plane
+        .coordinator()
+        .kv_get(&key)
+        .await
+        .map_err(coordination_error)?
+    {
+        Some(entry) => Ok(HttpResponse::Ok().json(entry)),
+        None => Err(DataPlaneError::NotFound(format!("key '{key}' not found")).into()),
+    }
+}
+
+/// Body of `PUT /cluster/kv/{key}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KvPut {
+    value: String,
+    /// Compare-and-set: the version the key must have (0: must not exist).
+    expected_version: Option<i64>,
+}
+
+fn expected(version: Option<i64>) -> Result<dataplane_spi::Expected, ApiError> {
+    Ok(match version {
+        None => dataplane_spi::Expected::Any,
+        Some(0) => dataplane_spi::Expected::Absent,
+        Some(v) if v > 0 => dataplane_spi::Expected::Version(v),
+        Some(v) => {
+            return Err(DataPlaneError::InvalidInput(format!(
+                "expectedVersion must be ≥ 0, got {v}"
+            ))
+            .into())
+        }
+    })
+}
+
+async fn kv_put(plane: Plane, key: web::Path<String>, body: web::Json<KvPut>) -> ApiResult {
+    let body = body.into_inner();
+    if key.starts_with(dataplane_manager::live::CONFIG_PREFIX) {
+        dataplane_manager::live::validate_setting(&key, &body.value)?;
+    }
+    let entry = plane
+        .coordinator()
+        .kv_put(&key, &body.value, expected(body.expected_version)?, None)
+        .await
+        .map_err(coordination_error)?;
+    Ok(HttpResponse::Ok().json(entry))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KvDeleteQuery {
+    expected_version: Option<i64>,
+}
+
+async fn kv_delete(
+    plane: Plane,
+    key: web::Path<String>,
+    query: web::Query<KvDeleteQuery>,
+) -> ApiResult {
+    let event = plane
+        .coordinator()
+        .kv_delete(&key, expected(query.expected_version)?)
+        .await
+        .map_err(coordination_error)?;
+    Ok(HttpResponse::Ok().json(event))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KvQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    watch: bool,
+    from_revision: Option<i64>,
+}
+
+/// How often a KV watch looks for new events.
+const KV_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `GET /cluster/kv?prefix=…`: the keys and the revision of the listing. With `watch=true`,
+/// server-sent events (`id:` = revision, `event:` PUT or DELETE) after `fromRevision` (default:
+/// now), resumable by reconnecting with the last id as `fromRevision` or `Last-Event-ID`; a
+/// revision that was compacted away is a 400 (re-list, then watch from the listing's revision).
+async fn kv_list(plane: Plane, req: HttpRequest, query: web::Query<KvQuery>) -> ApiResult {
+    let query = query.into_inner();
+    let coordinator = plane.coordinator().clone();
+    if !query.watch {
+        let (entries, revision) = coordinator
+            .kv_list(&query.prefix)
+            .await
+            .map_err(coordination_error)?;
+        return Ok(
+            HttpResponse::Ok().json(serde_json::json!({"revision": revision, "entries": entries}))
+        );
+    }
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    DataPlaneError::InvalidInput("Last-Event-ID must be a revision number".into())
+                })
+        })
+        .transpose()?;
+    let from = match query.from_revision.or(last_event_id) {
+        Some(revision) if revision < 0 => {
+            return Err(DataPlaneError::InvalidInput(format!(
+                "fromRevision must be ≥ 0, got {revision}"
+            ))
+            .into())
+        }
+        Some(revision) => revision,
+        None => {
+            coordinator
+                .kv_list(&query.prefix)
+                .await
+                .map_err(coordination_error)?
+                .1
+        }
+    };
+    // Refuse a compacted start before the stream begins, with a clear 4xx.
+    coordinator
+        .kv_events(&query.prefix, from, 1)
+        .await
+        .map_err(coordination_error)?;
+    let prefix = query.prefix;
+    let stream = futures::stream::unfold(
+        (coordinator, from, false),
+        move |(coordinator, after, done)| {
+            let prefix = prefix.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match coordinator.kv_events(&prefix, after, 500).await {
+                        Ok(events) if events.is_empty() => {
+                            tokio::time::sleep(KV_WATCH_INTERVAL).await;
+                        }
+                        Ok(events) => {
+                            let last = events.last().map_or(after, |e| e.revision);
+                            let mut body = String::new();
+                            for event in &events {
+                                let data = serde_json::to_string(event).unwrap_or_default();
+                                body.push_str(&format!(
+                                    "id: {}\nevent: {}\ndata: {data}\n\n",
+                                    event.revision,
+                                    event.kind.as_str()
+                                ));
+                            }
+                            return Some((
+                                Ok::<_, actix_web::Error>(bytes::Bytes::from(body)),
+                                (coordinator, last, false),
+                            ));
+                        }
+                        Err(dataplane_spi::CoordinationError::Compacted { compacted, .. }) => {
+                            let body = format!(
+                                "event: compacted\ndata: {{\"compacted\":{compacted}}}\n\n"
+                            );
+                            return Some((
+                                Ok(bytes::Bytes::from(body)),
+                                (coordinator, after, true),
+                            ));
+                        }
+                        Err(_) => tokio::time::sleep(KV_WATCH_INTERVAL).await,
+                    }
+                }
+            }
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(stream))
 }
 
 #[derive(Deserialize)]

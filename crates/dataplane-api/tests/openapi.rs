@@ -21,7 +21,7 @@ fn openapi_lists_every_route() {
         let key = if path.starts_with("/signaling/controlplanes/") {
             path.replace("{id}", "{controlplaneId}")
         } else {
-            path.to_owned()
+            path.replace("{key:.+}", "{key}")
         };
         assert!(
             doc["paths"][&key].get(method).is_some(),
@@ -29,5 +29,5 @@ fn openapi_lists_every_route() {
         );
         routes += 1;
     }
-    assert!(routes == 24, "found only {routes} routes");
+    assert!(routes == 29, "found only {routes} routes");
 }

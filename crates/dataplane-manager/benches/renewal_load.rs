@@ -100,6 +100,7 @@ async fn measure(flows: usize, seconds: u64) -> (f64, f64) {
     let config = DataPlaneConfig::new("bench-replica", "http://127.0.0.1:1/api/v1");
     let plane = DataPlane::new(
         Arc::new(store.clone()),
+        Arc::new(store.clone()),
         transfers,
         Arc::new(DatasetRegistry::new()),
         control_planes.clone(),

@@ -29,6 +29,11 @@ pub struct DataPlaneConfig {
     pub consumer_destination_dir: PathBuf,
     /// How often running transfers record checkpoints.
     pub checkpoints: crate::pipeline::CheckpointPolicy,
+    /// Transfers this replica runs at once (0 = unlimited); overridden live by the cluster's
+    /// `dpf/config/dataplane.max-concurrent-flows`.
+    pub max_concurrent_flows: u64,
+    /// How often the leader purges finished flows, and how old they must be (0 = never).
+    pub retention: std::time::Duration,
 }
 
 impl DataPlaneConfig {
@@ -47,6 +52,8 @@ impl DataPlaneConfig {
             stop_wait: Duration::from_secs(10),
             consumer_destination_dir: PathBuf::from("./dpf-data/received"),
             checkpoints: crate::pipeline::CheckpointPolicy::default(),
+            max_concurrent_flows: 0,
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 

@@ -17,6 +17,7 @@ mod config;
 mod controlplanes;
 mod datasets;
 mod error;
+pub mod live;
 mod manager;
 pub mod pipeline;
 
@@ -25,4 +26,6 @@ pub use config::DataPlaneConfig;
 pub use controlplanes::ControlPlaneRegistry;
 pub use datasets::DatasetRegistry;
 pub use error::DataPlaneError;
-pub use manager::{DataFlowView, DataPlane, DataPlaneHandle, MemberState, Outcome, PullGrant};
+pub use manager::{
+    DataFlowView, DataPlane, DataPlaneHandle, MemberState, Outcome, PullGrant, HEARTBEAT_PREFIX,
+};

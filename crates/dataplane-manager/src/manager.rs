@@ -16,8 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::{CallbackDispatcher, CallbackEvent};
 use crate::datasets::validate_address;
+use crate::live::{LiveSettings, CONFIG_PREFIX};
 use crate::pipeline::{counted, run_attempt, Checkpointer, Progress};
 use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
+use dataplane_spi::{Coordinator, Leader, Session};
 
 type Result<T> = std::result::Result<T, DataPlaneError>;
 
@@ -30,6 +32,12 @@ const CLAIMABLE: [DataFlowState; 3] = [
     DataFlowState::Suspending,
     DataFlowState::Terminating,
 ];
+/// Keys bound to each replica's session (one per replica).
+pub const HEARTBEAT_PREFIX: &str = "dpf/heartbeat/";
+/// How often the leader purges old flows and compacts the event log.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+/// Key-value events kept by compaction (watchers further behind must re-list).
+const KV_EVENTS_KEPT: i64 = 100_000;
 /// Most claim (or takeover) statements per tick.
 const MAX_BATCHES_PER_TICK: usize = 50;
 /// Longest retry delay.
@@ -148,6 +156,14 @@ pub struct DataFlowView {
 #[derive(Debug)]
 pub struct DataPlane {
     store: Arc<dyn DataFlowStore>,
+    coordinator: Arc<dyn Coordinator>,
+    live: LiveSettings,
+    /// The leadership this replica holds, as of its last campaign.
+    leadership: Mutex<Option<Leader>>,
+    /// Revision up to which configuration changes were applied (-1: not listed yet).
+    config_revision: std::sync::atomic::AtomicI64,
+    /// When the leader last ran its periodic duties (retention, compaction).
+    last_housekeeping: Mutex<Option<Instant>>,
     transfers: TransferRegistry,
     datasets: Arc<DatasetRegistry>,
     control_planes: Arc<ControlPlaneRegistry>,
@@ -250,6 +266,7 @@ impl DataPlane {
     /// A data plane over `store`, moving data with `transfers`.
     pub fn new(
         store: Arc<dyn DataFlowStore>,
+        coordinator: Arc<dyn Coordinator>,
         transfers: TransferRegistry,
         datasets: Arc<DatasetRegistry>,
         control_planes: Arc<ControlPlaneRegistry>,
@@ -258,6 +275,11 @@ impl DataPlane {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            coordinator,
+            live: LiveSettings::from_config(&config),
+            leadership: Mutex::new(None),
+            config_revision: std::sync::atomic::AtomicI64::new(-1),
+            last_housekeeping: Mutex::new(None),
             transfers,
             datasets,
             control_planes,
@@ -276,6 +298,31 @@ impl DataPlane {
     /// The configuration.
     pub fn config(&self) -> &DataPlaneConfig {
         &self.config
+    }
+
+    /// The cluster coordinator (key-value store, leader election).
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coordinator
+    }
+
+    /// The settings this replica applies now (its configuration, overridden live by the
+    /// cluster's `dpf/config/…` keys).
+    pub fn live(&self) -> &LiveSettings {
+        &self.live
+    }
+
+    /// Transfers running here now.
+    pub fn running_transfers(&self) -> usize {
+        self.running
+            .lock()
+            .map(|r| r.values().filter(|r| !r.handle.is_finished()).count())
+            .unwrap_or(0)
+    }
+
+    /// Whether this replica has room for another transfer.
+    fn has_capacity(&self) -> bool {
+        let max = self.live.max_concurrent();
+        max == 0 || (self.running_transfers() as u64) < max
     }
 
     /// The dataset registry.
@@ -499,7 +546,9 @@ impl DataPlane {
                 kind,
                 profile: msg.profile.clone(),
                 state: DataFlowState::Started,
-                runtime_id: Some(self.me().to_owned()),
+                // A full replica leaves the flow waiting for one with room.
+                runtime_id: (kind == FlowKind::ProviderPull || self.has_capacity())
+                    .then(|| self.me().to_owned()),
                 source: source.to_json(),
                 destination,
                 metadata: Self::metadata_of(&msg, token),
@@ -1287,7 +1336,7 @@ impl DataPlane {
                 &source,
                 &destination,
                 from.as_ref(),
-                self.config.checkpoints,
+                self.live.checkpoints(),
                 progress.clone(),
                 move || plane.lease_valid(),
                 &checkpointer,
@@ -1421,6 +1470,24 @@ impl DataPlane {
         let began = Instant::now();
         self.store.register_member(&registration).await?;
         self.lease_renewed(began);
+        // A heartbeat key bound to this session: watchers of `dpf/heartbeat/` see the replica
+        // come and, once its session dies, go (the leader deletes the key).
+        let heartbeat = format!("{HEARTBEAT_PREFIX}{}", self.me());
+        let value =
+            serde_json::json!({"incarnation": incarnation, "api": self.config.public_base_url})
+                .to_string();
+        if let Err(error) = self
+            .coordinator
+            .kv_put(
+                &heartbeat,
+                &value,
+                dataplane_spi::Expected::Any,
+                Some(&self.session()),
+            )
+            .await
+        {
+            tracing::warn!(%error, "heartbeat key not written");
+        }
         if let Ok(mut reported) = self.reported.lock() {
             *reported = Some(MemberState::Initializing);
         }
@@ -1513,13 +1580,22 @@ impl DataPlane {
             self.stop_all().await;
             return Ok(());
         }
-        let batch = self.config.claim_batch;
+        if let Err(error) = self.sync_config().await {
+            tracing::warn!(%error, "cannot read the cluster configuration");
+        }
+        let batch = self.live.batch_size();
         let me = self.me().to_owned();
+        self.shed_excess().await;
         // Keep claiming while batches come back full, so that a burst (a dead replica's flows)
-        // is absorbed within one tick rather than one batch per tick.
+        // is absorbed within one tick rather than one batch per tick; never beyond the room
+        // left under max-concurrent-flows.
         for _ in 0..MAX_BATCHES_PER_TICK {
-            let claimed = self.store.claim(&me, &CLAIMABLE, batch).await?;
-            let full = claimed.len() == batch;
+            let want = self.room().min(batch);
+            if want == 0 {
+                break;
+            }
+            let claimed = self.store.claim(&me, &CLAIMABLE, want).await?;
+            let full = claimed.len() == want;
             for flow in claimed {
                 self.adopt(flow).await;
             }
@@ -1533,8 +1609,12 @@ impl DataPlane {
             DataFlowState::Terminating,
         ];
         for _ in 0..MAX_BATCHES_PER_TICK {
-            let taken = self.store.take_over(&me, &abandoned, batch).await?;
-            let full = taken.len() == batch;
+            let want = self.room().min(batch);
+            if want == 0 {
+                break;
+            }
+            let taken = self.store.take_over(&me, &abandoned, want).await?;
+            let full = taken.len() == want;
             for flow in taken {
                 tracing::info!(flow_id = %flow.id, epoch = flow.epoch, state = %flow.state, "took over a data flow of a dead replica");
                 self.adopt(flow).await;
@@ -1547,8 +1627,187 @@ impl DataPlane {
         for flow in self.store.list_owned(&me, &stopping, batch).await? {
             self.adopt(flow).await;
         }
+        if let Err(error) = self.lead().await {
+            tracing::warn!(%error, "leader duties failed");
+        }
         self.report_load().await;
         Ok(())
+    }
+
+    /// How many more transfers this replica may start now.
+    fn room(&self) -> usize {
+        match self.live.max_concurrent() {
+            0 => usize::MAX,
+            max => usize::try_from(max.saturating_sub(self.running_transfers() as u64))
+                .unwrap_or(usize::MAX),
+        }
+    }
+
+    /// When max-concurrent-flows was lowered below what runs here, gives the newest transfers
+    /// back (they wait, unowned, and continue from their checkpoints wherever there is room).
+    async fn shed_excess(&self) {
+        let max = self.live.max_concurrent();
+        if max == 0 {
+            return;
+        }
+        let excess: Vec<(String, i64)> = match self.running.lock() {
+            Ok(running) => {
+                let mut live: Vec<(String, i64)> = running
+                    .iter()
+                    .filter(|(_, r)| !r.handle.is_finished())
+                    .map(|(id, r)| (id.clone(), r.epoch))
+                    .collect();
+                let keep = usize::try_from(max).unwrap_or(usize::MAX);
+                if live.len() <= keep {
+                    return;
+                }
+                live.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                live.truncate(live.len() - keep);
+                live
+            }
+            Err(_) => return,
+        };
+        for (flow_id, epoch) in excess {
+            self.stop_local(&flow_id).await;
+            let owner = FlowOwner {
+                runtime_id: self.me().to_owned(),
+                epoch,
+            };
+            match self.store.release(&owner, &flow_id).await {
+                Ok(()) => {
+                    tracing::info!(%flow_id, "released a transfer: over max-concurrent-flows")
+                }
+                Err(error) => tracing::debug!(%flow_id, %error, "release refused"),
+            }
+        }
+    }
+
+    fn session(&self) -> Session {
+        Session {
+            runtime_id: self.me().to_owned(),
+            incarnation: self.incarnation(),
+        }
+    }
+
+    /// Applies configuration changes under `dpf/config/` (the whole listing the first time, then
+    /// the events after the last applied revision) and publishes the revision applied.
+    async fn sync_config(&self) -> std::result::Result<(), dataplane_spi::CoordinationError> {
+        let after = self.config_revision.load(Ordering::Acquire);
+        let revision = if after < 0 {
+            let (entries, revision) = self.coordinator.kv_list(CONFIG_PREFIX).await?;
+            for entry in &entries {
+                self.apply_setting(&entry.key, Some(&entry.value));
+            }
+            revision
+        } else {
+            match self.coordinator.kv_events(CONFIG_PREFIX, after, 1000).await {
+                Ok(events) if events.is_empty() => return Ok(()),
+                Ok(events) => {
+                    for event in &events {
+                        let value = (event.kind == dataplane_spi::KvEventKind::Put)
+                            .then_some(event.value.as_str());
+                        self.apply_setting(&event.key, value);
+                    }
+                    events.last().map_or(after, |e| e.revision)
+                }
+                Err(dataplane_spi::CoordinationError::Compacted { .. }) => {
+                    // Missed changes: start over from a fresh listing.
+                    self.config_revision.store(-1, Ordering::Release);
+                    return Ok(());
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        self.config_revision.store(revision, Ordering::Release);
+        self.live
+            .applied_revision
+            .store(u64::try_from(revision).unwrap_or(0), Ordering::Relaxed);
+        self.coordinator
+            .publish_config_revision(&self.session(), revision)
+            .await
+    }
+
+    fn apply_setting(&self, key: &str, value: Option<&str>) {
+        if self.live.apply(key, value, &self.config) {
+            tracing::info!(%key, value = value.unwrap_or("(default)"), "applied a cluster setting");
+        }
+    }
+
+    /// Campaigns (or renews) the leadership; when leading, does what only the leader does:
+    /// expires the keys of dead sessions, reaps each dead member once, and now and then purges
+    /// old finished flows and compacts the key-value event log. Every duty is fenced by the term.
+    async fn lead(&self) -> std::result::Result<(), dataplane_spi::CoordinationError> {
+        let session = self.session();
+        let leader = self
+            .coordinator
+            .campaign(&session, self.config.lease_ms())
+            .await?;
+        let term = leader
+            .as_ref()
+            .filter(|l| l.leader == session.runtime_id && l.incarnation == session.incarnation)
+            .map(|l| l.term);
+        let previous = self
+            .leadership
+            .lock()
+            .map(|mut l| std::mem::replace(&mut *l, leader.clone()))
+            .unwrap_or(None);
+        let Some(term) = term else {
+            return Ok(());
+        };
+        if previous.as_ref().map(|l| (l.leader.as_str(), l.term)) != Some((self.me(), term)) {
+            tracing::info!(term, "became the leader");
+        }
+        self.coordinator.kv_expire_sessions().await?;
+        let now = self
+            .store
+            .now()
+            .await
+            .map_err(dataplane_spi::CoordinationError::from)?;
+        for member in self
+            .store
+            .list_members()
+            .await
+            .map_err(dataplane_spi::CoordinationError::from)?
+        {
+            if member.lease_expires_at <= now
+                && self
+                    .coordinator
+                    .reap_member(&session, term, &member.runtime_id, &member.incarnation)
+                    .await?
+            {
+                tracing::info!(member = %member.runtime_id, incarnation = %member.incarnation, term, "reaped dead member");
+            }
+        }
+        let due = self
+            .last_housekeeping
+            .lock()
+            .map(|mut last| {
+                let due = last.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_INTERVAL);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            })
+            .unwrap_or(false);
+        if due {
+            if !self.config.retention.is_zero() {
+                let age = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
+                let purged = self
+                    .coordinator
+                    .purge_finished_flows(&session, term, age)
+                    .await?;
+                if purged > 0 {
+                    tracing::info!(purged, "purged finished flows past retention");
+                }
+            }
+            self.coordinator.kv_compact(KV_EVENTS_KEPT).await?;
+        }
+        Ok(())
+    }
+
+    /// The leader as of this replica's last campaign.
+    pub fn known_leader(&self) -> Option<Leader> {
+        self.leadership.lock().ok().and_then(|l| l.clone())
     }
 
     /// Continues a flow this replica just obtained or must finish.

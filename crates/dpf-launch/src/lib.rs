@@ -129,6 +129,8 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
     ("dpf.callback.retry.limit", "10"),
     ("dpf.callback.retry.backoff", "500"),
     ("dpf.consumer.destination.dir", "./dpf-data/received"),
+    ("dpf.dataplane.max-concurrent-flows", "0"),
+    ("dpf.retention.age", "604800000"),
     ("dpf.checkpoint.bytes", "67108864"),
     ("dpf.checkpoint.interval", "5000"),
     ("dpf.log.level", "info"),
@@ -143,6 +145,7 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
 pub fn build_data_plane(
     config: &Config,
     store: Arc<dyn DataFlowStore>,
+    coordinator: Arc<dyn dataplane_spi::Coordinator>,
     public_base_url: &str,
 ) -> anyhow::Result<Arc<DataPlane>> {
     let millis = |key: &str, default: u64| -> anyhow::Result<Duration> {
@@ -205,6 +208,7 @@ pub fn build_data_plane(
     );
     Ok(DataPlane::new(
         store,
+        coordinator,
         transfers,
         Arc::new(datasets),
         control_planes,
@@ -314,10 +318,14 @@ pub async fn run_data_plane_process(
         return Ok(());
     }
     let sql = open_sql_store(&config).await?;
-    let flow_store: Arc<dyn DataFlowStore> = match &sql {
-        Some(store) => Arc::new(store.clone()),
-        None => Arc::new(dataplane_spi::memory::InMemoryDataFlowStore::new()),
-    };
+    let (flow_store, coordinator): (Arc<dyn DataFlowStore>, Arc<dyn dataplane_spi::Coordinator>) =
+        match &sql {
+            Some(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
+            None => {
+                let memory = Arc::new(dataplane_spi::memory::InMemoryDataFlowStore::new());
+                (memory.clone(), memory)
+            }
+        };
 
     let host = config.get_or("web.http.host", "127.0.0.1").to_owned();
     let port: u16 = config.parse_or("web.http.port", 8282)?;
@@ -330,7 +338,7 @@ pub async fn run_data_plane_process(
         .get("dpf.public.url")
         .map_or_else(|| format!("http://{address}/api/v1"), str::to_owned);
 
-    let plane = build_data_plane(&config, flow_store, &public)?;
+    let plane = build_data_plane(&config, flow_store, coordinator, &public)?;
     let background = plane.run().await.with_context(|| {
         format!(
             "cannot join the cluster as '{}' (edc.runtime.id)",

@@ -11,6 +11,8 @@ use selector_spi::{
 pub struct DefaultDataPlaneSelector {
     store: Arc<dyn DataPlaneInstanceStore>,
     strategies: Arc<StrategyRegistry>,
+    /// A default strategy set at run time (live configuration), overriding the registry's.
+    default_override: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl DefaultDataPlaneSelector {
@@ -19,7 +21,30 @@ impl DefaultDataPlaneSelector {
         Self {
             store,
             strategies: Arc::new(strategies),
+            default_override: Arc::new(std::sync::RwLock::new(None)),
         }
+    }
+
+    /// Changes the default strategy while running (`None` goes back to the configured one).
+    ///
+    /// # Errors
+    /// [`SelectorError::UnknownStrategy`] for a name that is not registered; nothing changes.
+    pub fn set_default_strategy(&self, name: Option<&str>) -> SelectorResult<()> {
+        if let Some(name) = name {
+            self.strategies.resolve(Some(name))?;
+        }
+        if let Ok(mut current) = self.default_override.write() {
+            *current = name.map(str::to_owned);
+        }
+        Ok(())
+    }
+
+    fn default_name(&self) -> String {
+        self.default_override
+            .read()
+            .ok()
+            .and_then(|o| o.clone())
+            .unwrap_or_else(|| self.strategies.default_name().to_owned())
     }
 
     /// The store behind this selector.
@@ -33,7 +58,10 @@ impl DataPlaneSelector for DefaultDataPlaneSelector {
     async fn select(&self, request: &SelectionRequest) -> SelectorResult<DataPlaneInstance> {
         request.validate()?;
         // Resolve first: an unknown strategy is the caller's mistake whatever the instances.
-        let strategy = self.strategies.resolve(request.strategy.as_deref())?;
+        let default = self.default_name();
+        let strategy = self
+            .strategies
+            .resolve(Some(request.strategy.as_deref().unwrap_or(&default)))?;
         let candidates: Vec<DataPlaneInstance> = self
             .store
             .list()
@@ -92,9 +120,6 @@ impl DataPlaneSelector for DefaultDataPlaneSelector {
     }
 
     fn strategies(&self) -> (Vec<String>, String) {
-        (
-            self.strategies.names(),
-            self.strategies.default_name().to_owned(),
-        )
+        (self.strategies.names(), self.default_name())
     }
 }
