@@ -68,6 +68,30 @@ pub fn json_config() -> actix_web::web::JsonConfig {
         })
 }
 
+/// Query-string extractor settings: a malformed query is a JSON 400 naming the problem.
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default().error_handler(|error, _req| {
+        let response = error_response(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query string: {error}"),
+            "INVALID_INPUT",
+        );
+        actix_web::error::InternalError::from_response(error, response).into()
+    })
+}
+
+/// Path extractor settings: a malformed path parameter is a JSON 400.
+pub fn path_config() -> actix_web::web::PathConfig {
+    actix_web::web::PathConfig::default().error_handler(|error, _req| {
+        let response = error_response(
+            StatusCode::BAD_REQUEST,
+            format!("invalid path: {error}"),
+            "INVALID_INPUT",
+        );
+        actix_web::error::InternalError::from_response(error, response).into()
+    })
+}
+
 /// Default service: unknown paths and methods get a JSON 404.
 pub async fn not_found_handler(req: HttpRequest) -> HttpResponse {
     error_response(

@@ -77,6 +77,8 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(plane))
             .app_data(api_common::json_config())
+            .app_data(api_common::query_config())
+            .app_data(api_common::path_config())
             .service(
                 web::scope(BASE_PATH)
                     .route("/health", web::get().to(health))

@@ -52,6 +52,8 @@ pub fn configure_at(
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(selector))
             .app_data(json_config())
+            .app_data(api_common::query_config())
+            .app_data(api_common::path_config())
             .service(
                 web::scope(base)
                     .route("/health", web::get().to(health))
