@@ -180,6 +180,13 @@ impl Drop for Launcher {
     }
 }
 
+/// Serialises the heavy multi-process tests of one test binary: on a 2-core machine, two
+/// clusters of replicas at once make timing assertions (failover within a lease) meaningless.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Starts `count` data-plane replicas named `r0`, `r1`, … at once, sharing `store_url`, each
 /// in its own directory under `dir`, with `extra` arguments.
 pub fn start_replicas(count: usize, store_url: &str, extra: &[&str], dir: &Path) -> Vec<Launcher> {

@@ -187,6 +187,7 @@ async fn failover_with(store_url: String, dir: &std::path::Path, count: usize, f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_of_a_killed_owner_on_postgres() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -197,6 +198,7 @@ async fn failover_of_a_killed_owner_on_postgres() {
 /// With five replicas competing for a dead replica's flows, each runs exactly once more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_with_five_competing_replicas_on_postgres() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -206,6 +208,7 @@ async fn failover_with_five_competing_replicas_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_of_a_killed_owner_on_shared_sqlite() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     failover_of_a_killed_owner(sqlite_url(dir.path()), dir.path()).await;
 }
@@ -214,6 +217,7 @@ async fn failover_of_a_killed_owner_on_shared_sqlite() {
 /// nothing more: the file its successor writes ends byte-identical to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_owner_is_fenced_when_it_resumes() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -332,6 +336,7 @@ async fn claim_race(store_url: String, dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claim_race_on_postgres() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -341,6 +346,7 @@ async fn claim_race_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claim_race_on_shared_sqlite() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     claim_race(sqlite_url(dir.path()), dir.path()).await;
 }
@@ -349,6 +355,7 @@ async fn claim_race_on_shared_sqlite() {
 /// third replica continues; terminate of a flow whose owner is dead ends within a lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn suspend_and_terminate_from_any_replica() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -517,6 +524,7 @@ async fn graceful_shutdown(store_url: String, dir: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_on_postgres() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -526,6 +534,7 @@ async fn graceful_shutdown_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_on_shared_sqlite() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     graceful_shutdown(sqlite_url(dir.path()), dir.path()).await;
 }
@@ -533,6 +542,7 @@ async fn graceful_shutdown_on_shared_sqlite() {
 /// A second live replica with the same name is refused with a clear error and a non-zero exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_with_a_live_name_is_refused() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await

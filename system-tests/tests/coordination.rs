@@ -71,6 +71,7 @@ fn reaped_lines(replicas: &[Launcher], member: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_leader_failover_with_higher_term_and_fenced_zombie_leader() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -202,6 +203,7 @@ async fn read_events(url: &str, count: usize, timeout: Duration) -> Vec<(i64, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kv_api_watch_resume_heartbeats_and_bad_input() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -369,6 +371,7 @@ async fn kv_api_watch_resume_heartbeats_and_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_max_concurrent_flows_applies_on_every_replica() {
+    let _serial = system_tests::serial().await;
     use dataplane_spi::{Coordinator, DataFlowStore, Expected, FlowKind, NewDataFlow};
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)

@@ -13,6 +13,7 @@ use system_tests::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_listing_lifecycle_and_watch() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await

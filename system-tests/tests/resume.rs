@@ -193,17 +193,20 @@ async fn file_sink_survives(pause: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_gib_into_a_file_survives_three_kills() {
+    let _serial = system_tests::serial().await;
     file_sink_survives(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_gib_into_a_file_survives_a_paused_owner() {
+    let _serial = system_tests::serial().await;
     file_sink_survives(true).await;
 }
 
 /// A source that ignores `Range` is detected; the transfer restarts from zero and is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_source_ignoring_range_restarts_from_zero() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -289,6 +292,7 @@ async fn start_push_on(base: &str, process: &str, dataset: &str, address: &Value
 /// 4 GiB pushed to dpf's own ingest endpoint (tus) survives three kills of the pushing owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_gib_into_the_ingest_endpoint_survives_three_kills() {
+    let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
@@ -363,6 +367,7 @@ async fn four_gib_into_the_ingest_endpoint_survives_three_kills() {
 /// event id exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_stream_survives_two_kills_exactly_once() {
+    let _serial = system_tests::serial().await;
     const EVENTS: u64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let url = tokio::task::spawn_blocking(postgres_store_url)

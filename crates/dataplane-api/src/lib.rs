@@ -104,6 +104,23 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
                     )
                     .route("/cluster/members", web::get().to(members))
                     .route("/cluster/leader", web::get().to(leader))
+                    .route("/cluster/baseline", web::get().to(baseline_show))
+                    .route("/cluster/baseline", web::put().to(baseline_set))
+                    .route("/cluster/baseline/version", web::get().to(baseline_version))
+                    .route("/cluster/baseline/add", web::post().to(baseline_add))
+                    .route("/cluster/baseline/remove", web::post().to(baseline_remove))
+                    .route(
+                        "/cluster/baseline/activate",
+                        web::post().to(baseline_activate),
+                    )
+                    .route(
+                        "/cluster/baseline/deactivate",
+                        web::post().to(baseline_deactivate),
+                    )
+                    .route(
+                        "/cluster/baseline/auto-adjust",
+                        web::put().to(baseline_auto_adjust),
+                    )
                     .route("/cluster/kv", web::get().to(kv_list))
                     .route("/cluster/kv/{key:.+}", web::get().to(kv_get))
                     .route("/cluster/kv/{key:.+}", web::put().to(kv_put))
@@ -359,6 +376,65 @@ async fn leader(plane: Plane) -> ApiResult {
         )
         .into()),
     }
+}
+
+/// Body of baseline changes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BaselineChange {
+    members: Vec<String>,
+    /// Compare-and-set on the baseline version.
+    expected_version: Option<u64>,
+}
+
+/// `GET /cluster/baseline`: state, version, members online/offline, replicas outside it.
+async fn baseline_show(plane: Plane) -> ApiResult {
+    Ok(HttpResponse::Ok().json(plane.baseline_view().await?))
+}
+
+async fn baseline_version(plane: Plane) -> ApiResult {
+    let view = plane.baseline_view().await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"version": view.version, "history": view.history})))
+}
+
+async fn baseline_set(plane: Plane, body: web::Json<BaselineChange>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(
+        plane
+            .change_baseline("set", &body.members, body.expected_version)
+            .await?,
+    ))
+}
+
+async fn baseline_add(plane: Plane, body: web::Json<BaselineChange>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(
+        plane
+            .change_baseline("add", &body.members, body.expected_version)
+            .await?,
+    ))
+}
+
+async fn baseline_remove(plane: Plane, body: web::Json<BaselineChange>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(
+        plane
+            .change_baseline("remove", &body.members, body.expected_version)
+            .await?,
+    ))
+}
+
+async fn baseline_activate(plane: Plane) -> ApiResult {
+    Ok(HttpResponse::Ok().json(plane.set_cluster_state(true).await?))
+}
+
+async fn baseline_deactivate(plane: Plane) -> ApiResult {
+    Ok(HttpResponse::Ok().json(plane.set_cluster_state(false).await?))
+}
+
+async fn baseline_auto_adjust(
+    plane: Plane,
+    body: web::Json<dataplane_manager::baseline::AutoAdjust>,
+) -> ApiResult {
+    Ok(HttpResponse::Ok().json(plane.set_auto_adjust(body.into_inner()).await?))
 }
 
 async fn kv_get(plane: Plane, key: web::Path<String>) -> ApiResult {

@@ -34,6 +34,13 @@ pub struct DataPlaneConfig {
     pub max_concurrent_flows: u64,
     /// How often the leader purges finished flows, and how old they must be (0 = never).
     pub retention: std::time::Duration,
+    /// The initial baseline (`dpf.cluster.baseline`), set when the cluster has none yet.
+    pub initial_baseline: Option<std::collections::BTreeSet<String>>,
+    /// `dpf.cluster.baseline.min-live`: when fewer baseline members are live, the leader sets
+    /// the baseline to the live replicas at once.
+    pub min_live: Option<usize>,
+    /// Where this replica records the cluster it belongs to (`dpf.data.dir`).
+    pub data_dir: PathBuf,
 }
 
 impl DataPlaneConfig {
@@ -54,6 +61,9 @@ impl DataPlaneConfig {
             checkpoints: crate::pipeline::CheckpointPolicy::default(),
             max_concurrent_flows: 0,
             retention: Duration::from_secs(7 * 24 * 3600),
+            initial_baseline: None,
+            min_live: None,
+            data_dir: PathBuf::from("./dpf-data"),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   retries in the background, never blocking a flow.
 //! - [`DataPlaneError`]: the one error type of the operations, with its HTTP meaning.
 
+pub mod baseline;
 mod callbacks;
 mod config;
 mod controlplanes;

@@ -14,12 +14,17 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::baseline::{
+    AutoAdjust, Baseline, ClusterState, LocalRecord, Topology, AUTO_ADJUST_KEY, BASELINE_KEY,
+    CLUSTER_ID_KEY, STATE_KEY,
+};
 use crate::callbacks::{CallbackDispatcher, CallbackEvent};
 use crate::datasets::validate_address;
 use crate::live::{LiveSettings, CONFIG_PREFIX};
 use crate::pipeline::{counted, run_attempt, Checkpointer, Progress};
 use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
 use dataplane_spi::{Coordinator, Leader, Session};
+use std::collections::BTreeSet;
 
 type Result<T> = std::result::Result<T, DataPlaneError>;
 
@@ -164,6 +169,10 @@ pub struct DataPlane {
     config_revision: std::sync::atomic::AtomicI64,
     /// When the leader last ran its periodic duties (retention, compaction).
     last_housekeeping: Mutex<Option<Instant>>,
+    /// The baseline topology as of the last tick.
+    topology: Mutex<Topology>,
+    /// Leader only: the live replicas it last saw, and since when (auto-adjust countdown).
+    membership: Mutex<Option<(BTreeSet<String>, Instant)>>,
     transfers: TransferRegistry,
     datasets: Arc<DatasetRegistry>,
     control_planes: Arc<ControlPlaneRegistry>,
@@ -280,6 +289,11 @@ impl DataPlane {
             leadership: Mutex::new(None),
             config_revision: std::sync::atomic::AtomicI64::new(-1),
             last_housekeeping: Mutex::new(None),
+            topology: Mutex::new(Topology {
+                baseline: None,
+                state: ClusterState::Active,
+            }),
+            membership: Mutex::new(None),
             transfers,
             datasets,
             control_planes,
@@ -319,8 +333,19 @@ impl DataPlane {
             .unwrap_or(0)
     }
 
+    /// Whether the baseline lets this replica own work now.
+    fn may_own(&self) -> bool {
+        self.topology
+            .lock()
+            .map(|t| t.may_own(self.me()))
+            .unwrap_or(true)
+    }
+
     /// Whether this replica has room for another transfer.
     fn has_capacity(&self) -> bool {
+        if !self.may_own() {
+            return false;
+        }
         let max = self.live.max_concurrent();
         max == 0 || (self.running_transfers() as u64) < max
     }
@@ -504,6 +529,7 @@ impl DataPlane {
     /// an unknown dataset, 409 for a duplicate process id. Nothing is created then.
     pub async fn start(self: &Arc<Self>, msg: DataFlowMessage) -> Result<Outcome> {
         self.check_message(&msg)?;
+        self.require_active().await?;
         let kind = match msg.profile.as_str() {
             HTTP_PUSH => FlowKind::ProviderPush,
             HTTP_PULL => FlowKind::ProviderPull,
@@ -573,6 +599,7 @@ impl DataPlane {
     /// 400 for a bad message or destination, 409 for a duplicate process id.
     pub async fn prepare(self: &Arc<Self>, msg: DataFlowMessage) -> Result<Outcome> {
         self.check_message(&msg)?;
+        self.require_active().await?;
         let kind = match msg.profile.as_str() {
             HTTP_PUSH => FlowKind::ConsumerPush,
             HTTP_PULL => FlowKind::ConsumerPull,
@@ -1423,6 +1450,14 @@ impl DataPlane {
     /// [`DataPlaneError::Conflict`] when a live replica already uses this runtime id.
     pub async fn run(self: &Arc<Self>) -> Result<DataPlaneHandle> {
         self.join().await?;
+        if let Err(error) = self.check_identity().await {
+            // Leave at once so the name is free for a corrected start.
+            let _ = self
+                .store
+                .remove_member(self.me(), &self.incarnation())
+                .await;
+            return Err(error);
+        }
         let (stop, mut stopped) = watch::channel(false);
         let plane = self.clone();
         let mut hints = self.store.change_hints();
@@ -1583,6 +1618,9 @@ impl DataPlane {
         if let Err(error) = self.sync_config().await {
             tracing::warn!(%error, "cannot read the cluster configuration");
         }
+        if let Err(error) = self.refresh_topology().await {
+            tracing::warn!(%error, "cannot read the baseline");
+        }
         let batch = self.live.batch_size();
         let me = self.me().to_owned();
         self.shed_excess().await;
@@ -1636,6 +1674,9 @@ impl DataPlane {
 
     /// How many more transfers this replica may start now.
     fn room(&self) -> usize {
+        if !self.may_own() {
+            return 0;
+        }
         match self.live.max_concurrent() {
             0 => usize::MAX,
             max => usize::try_from(max.saturating_sub(self.running_transfers() as u64))
@@ -1778,6 +1819,7 @@ impl DataPlane {
                 tracing::info!(member = %member.runtime_id, incarnation = %member.incarnation, term, "reaped dead member");
             }
         }
+        self.lead_baseline().await?;
         let due = self
             .last_housekeeping
             .lock()
@@ -2018,4 +2060,512 @@ fn tokio_stream_from(
     mut receiver: mpsc::Receiver<std::result::Result<bytes::Bytes, TransferError>>,
 ) -> impl futures::Stream<Item = std::result::Result<bytes::Bytes, TransferError>> + Send {
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+type CoordResult<T> = std::result::Result<T, dataplane_spi::CoordinationError>;
+
+fn coordination(error: dataplane_spi::CoordinationError) -> DataPlaneError {
+    use dataplane_spi::CoordinationError as E;
+    match error {
+        E::Conflict { .. } | E::StaleTerm { .. } => DataPlaneError::Conflict(error.to_string()),
+        E::NotFound(_) => DataPlaneError::NotFound(error.to_string()),
+        E::InvalidInput(_) | E::Compacted { .. } | E::SessionGone(_) => {
+            DataPlaneError::InvalidInput(error.to_string())
+        }
+        E::Unavailable(_) => DataPlaneError::Unavailable(error.to_string()),
+        E::Internal(_) => DataPlaneError::Internal(error.to_string()),
+    }
+}
+
+/// What `GET /cluster/baseline` shows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineView {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// ACTIVE or INACTIVE.
+    pub state: &'static str,
+    /// The baseline version (0: no baseline, every replica may own work).
+    pub version: u64,
+    /// Its history hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+    /// Baseline members and whether each is online.
+    pub members: Vec<BaselineMember>,
+    /// Live replicas outside the baseline (IDLE).
+    pub others: Vec<String>,
+    /// Auto-adjust settings.
+    pub auto_adjust: AutoAdjust,
+}
+
+/// One baseline member.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineMember {
+    /// Replica name.
+    pub name: String,
+    /// Whether it is online (valid lease).
+    pub online: bool,
+}
+
+impl DataPlane {
+    fn read_json<T: serde::de::DeserializeOwned>(value: &str, key: &str) -> CoordResult<T> {
+        serde_json::from_str(value)
+            .map_err(|e| dataplane_spi::CoordinationError::Internal(format!("corrupt {key}: {e}")))
+    }
+
+    async fn read_baseline(&self) -> CoordResult<Option<(Baseline, i64)>> {
+        match self.coordinator.kv_get(BASELINE_KEY).await? {
+            Some(entry) => Ok(Some((
+                Self::read_json(&entry.value, BASELINE_KEY)?,
+                entry.version,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_state(&self) -> CoordResult<(ClusterState, i64)> {
+        match self.coordinator.kv_get(STATE_KEY).await? {
+            Some(entry) if entry.value.starts_with("INACTIVE") => {
+                Ok((ClusterState::Inactive, entry.version))
+            }
+            Some(entry) => Ok((ClusterState::Active, entry.version)),
+            None => Ok((ClusterState::Active, 0)),
+        }
+    }
+
+    async fn read_auto_adjust(&self) -> CoordResult<(AutoAdjust, i64)> {
+        match self.coordinator.kv_get(AUTO_ADJUST_KEY).await? {
+            Some(entry) => Ok((
+                Self::read_json(&entry.value, AUTO_ADJUST_KEY)?,
+                entry.version,
+            )),
+            None => Ok((AutoAdjust::default(), 0)),
+        }
+    }
+
+    async fn refresh_topology(&self) -> CoordResult<()> {
+        let baseline = self.read_baseline().await?;
+        let (state, _) = self.read_state().await?;
+        if let Some((b, _)) = &baseline {
+            self.record_locally(b).await;
+        }
+        if let Ok(mut topology) = self.topology.lock() {
+            *topology = Topology { baseline, state };
+        }
+        Ok(())
+    }
+
+    fn record_path(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("cluster.json")
+    }
+
+    async fn record_locally(&self, baseline: &Baseline) {
+        let Ok(Some(id)) = self.coordinator.kv_get(CLUSTER_ID_KEY).await else {
+            return;
+        };
+        let record = LocalRecord {
+            cluster_id: id.value,
+            baseline_version: baseline.version,
+            history: baseline.history.clone(),
+        };
+        let path = self.record_path();
+        let current = tokio::fs::read_to_string(&path)
+            .await
+            .ok()
+            .and_then(|t| serde_json::from_str::<LocalRecord>(&t).ok());
+        if current.as_ref() == Some(&record) {
+            return;
+        }
+        if let Some(parent) = path.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        if let Ok(text) = serde_json::to_string_pretty(&record) {
+            if let Err(error) = tokio::fs::write(&path, text).await {
+                tracing::warn!(%error, path = %path.display(), "cannot record the cluster identity");
+            }
+        }
+    }
+
+    /// At start: the cluster id (created by the first replica), the refusal of a replica whose
+    /// data directory belongs to another cluster or to a baseline history this cluster does not
+    /// have, and the initial baseline from configuration.
+    async fn check_identity(&self) -> Result<()> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let cluster_id = match self
+            .coordinator
+            .kv_put(CLUSTER_ID_KEY, &id, dataplane_spi::Expected::Absent, None)
+            .await
+        {
+            Ok(entry) => entry.value,
+            Err(dataplane_spi::CoordinationError::Conflict { .. }) => self
+                .coordinator
+                .kv_get(CLUSTER_ID_KEY)
+                .await
+                .map_err(coordination)?
+                .map(|e| e.value)
+                .unwrap_or(id),
+            Err(other) => return Err(coordination(other)),
+        };
+        let baseline = self.read_baseline().await.map_err(coordination)?;
+        let path = self.record_path();
+        if let Ok(text) = tokio::fs::read_to_string(&path).await {
+            let record: LocalRecord = serde_json::from_str(&text).map_err(|e| {
+                DataPlaneError::InvalidInput(format!(
+                    "{} is not a cluster record ({e}); remove it to join afresh",
+                    path.display()
+                ))
+            })?;
+            let clean = format!(
+                "Consider cleaning persistent storage: remove {} (and only then restart) to join cluster {cluster_id} as a new replica, or point dpf.store.url at the cluster this replica belongs to",
+                path.display()
+            );
+            if record.cluster_id != cluster_id {
+                return Err(DataPlaneError::Conflict(format!(
+                    "this replica belongs to cluster {} but the store belongs to cluster {cluster_id}. {clean}",
+                    record.cluster_id
+                )));
+            }
+            let (version, history) = baseline
+                .as_ref()
+                .map_or((0, String::new()), |(b, _)| (b.version, b.history.clone()));
+            if record.baseline_version > version {
+                return Err(DataPlaneError::Conflict(format!(
+                    "this replica saw baseline version {} but the cluster is at version {version}: its history is ahead of the cluster's. {clean}",
+                    record.baseline_version
+                )));
+            }
+            if record.baseline_version == version && version > 0 && record.history != history {
+                return Err(DataPlaneError::Conflict(format!(
+                    "this replica's baseline version {version} has history {} but the cluster's has {history}: the histories diverged. {clean}",
+                    record.history
+                )));
+            }
+        }
+        if baseline.is_none() {
+            if let Some(members) = &self.config.initial_baseline {
+                let first = Baseline::first(members.clone());
+                let value = serde_json::to_string(&first).unwrap_or_default();
+                if self
+                    .coordinator
+                    .kv_put(BASELINE_KEY, &value, dataplane_spi::Expected::Absent, None)
+                    .await
+                    .is_ok()
+                {
+                    let _ = self
+                        .coordinator
+                        .kv_put(STATE_KEY, "INACTIVE", dataplane_spi::Expected::Any, None)
+                        .await;
+                    tracing::info!(members = ?members, "initial baseline set; the cluster is INACTIVE until every member is online");
+                }
+            }
+        }
+        self.refresh_topology().await.map_err(coordination)?;
+        Ok(())
+    }
+
+    /// 503 while the cluster is INACTIVE, naming the missing baseline members.
+    async fn require_active(&self) -> Result<()> {
+        let topology = self.topology.lock().map(|t| t.clone()).ok();
+        let Some(Topology {
+            baseline: Some((baseline, _)),
+            state: ClusterState::Inactive,
+        }) = topology
+        else {
+            return Ok(());
+        };
+        let online: BTreeSet<String> = self
+            .live_members()
+            .await?
+            .into_iter()
+            .map(|m| m.runtime_id)
+            .collect();
+        let missing: Vec<&String> = baseline
+            .members
+            .iter()
+            .filter(|m| !online.contains(*m))
+            .collect();
+        Err(DataPlaneError::Unavailable(if missing.is_empty() {
+            "the cluster is INACTIVE (deactivated by an operator); activate it with dpfctl baseline activate".to_owned()
+        } else {
+            format!(
+                "the cluster is INACTIVE until every baseline member is online; missing: {}",
+                missing
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }))
+    }
+
+    /// Leader: activates when every baseline member is online, and adjusts the baseline to the
+    /// live replicas when auto-adjust's countdown ran out or fewer than `min_live` baseline
+    /// members are live.
+    async fn lead_baseline(&self) -> CoordResult<()> {
+        let Some((baseline, version)) = self.read_baseline().await? else {
+            return Ok(());
+        };
+        let now = self
+            .store
+            .now()
+            .await
+            .map_err(dataplane_spi::CoordinationError::from)?;
+        let live: BTreeSet<String> = self
+            .store
+            .list_members()
+            .await
+            .map_err(dataplane_spi::CoordinationError::from)?
+            .into_iter()
+            .filter(|m| m.lease_expires_at > now)
+            .map(|m| m.runtime_id)
+            .collect();
+        let (state, state_version) = self.read_state().await?;
+        if state == ClusterState::Inactive {
+            // Only the automatic initial activation; an operator's deactivate is marked.
+            let manual = self
+                .coordinator
+                .kv_get(STATE_KEY)
+                .await?
+                .is_some_and(|e| e.value == "INACTIVE (manual)");
+            if !manual && baseline.members.iter().all(|m| live.contains(m)) {
+                let expected = dataplane_spi::Expected::Version(state_version);
+                if self
+                    .coordinator
+                    .kv_put(STATE_KEY, "ACTIVE", expected, None)
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(
+                        version = baseline.version,
+                        "every baseline member is online: the cluster is ACTIVE"
+                    );
+                }
+            }
+            return Ok(());
+        }
+        let changed = {
+            let mut membership = self
+                .membership
+                .lock()
+                .map_err(|_| dataplane_spi::CoordinationError::Internal("lock".into()))?;
+            match membership.as_ref() {
+                Some((seen, _)) if *seen == live => {}
+                _ => *membership = Some((live.clone(), Instant::now())),
+            }
+            membership.as_ref().map(|(_, since)| since.elapsed())
+        };
+        let live_baseline = baseline
+            .members
+            .iter()
+            .filter(|m| live.contains(*m))
+            .count();
+        if let Some(min) = self.config.min_live {
+            if live_baseline < min && live != baseline.members && !live.is_empty() {
+                tracing::warn!(live_baseline, min, live = ?live, "fewer baseline members are live than dpf.cluster.baseline.min-live: the baseline becomes the live replicas now");
+                return self.write_baseline(&baseline, version, live).await;
+            }
+        }
+        let (auto, _) = self.read_auto_adjust().await?;
+        if auto.enabled && live != baseline.members && !live.is_empty() {
+            if let Some(stable) = changed {
+                if stable >= Duration::from_millis(auto.timeout_ms) {
+                    tracing::info!(live = ?live, stable_ms = stable.as_millis() as u64, "auto-adjust: the baseline becomes the live replicas");
+                    return self.write_baseline(&baseline, version, live).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_baseline(
+        &self,
+        current: &Baseline,
+        version: i64,
+        members: BTreeSet<String>,
+    ) -> CoordResult<()> {
+        let next = current.next(members);
+        let value = serde_json::to_string(&next).unwrap_or_default();
+        self.coordinator
+            .kv_put(
+                BASELINE_KEY,
+                &value,
+                dataplane_spi::Expected::Version(version),
+                None,
+            )
+            .await?;
+        tracing::info!(version = next.version, members = ?next.members, "baseline changed");
+        Ok(())
+    }
+
+    /// `GET /cluster/baseline`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn baseline_view(&self) -> Result<BaselineView> {
+        let cluster_id = self
+            .coordinator
+            .kv_get(CLUSTER_ID_KEY)
+            .await
+            .map_err(coordination)?
+            .map(|e| e.value)
+            .unwrap_or_default();
+        let baseline = self.read_baseline().await.map_err(coordination)?;
+        let (state, _) = self.read_state().await.map_err(coordination)?;
+        let (auto_adjust, _) = self.read_auto_adjust().await.map_err(coordination)?;
+        let live: BTreeSet<String> = self
+            .live_members()
+            .await?
+            .into_iter()
+            .map(|m| m.runtime_id)
+            .collect();
+        let in_baseline = baseline
+            .as_ref()
+            .map(|(b, _)| b.members.clone())
+            .unwrap_or_default();
+        Ok(BaselineView {
+            cluster_id,
+            state: state.as_str(),
+            version: baseline.as_ref().map_or(0, |(b, _)| b.version),
+            history: baseline.as_ref().map(|(b, _)| b.history.clone()),
+            members: in_baseline
+                .iter()
+                .map(|m| BaselineMember {
+                    name: m.clone(),
+                    online: live.contains(m),
+                })
+                .collect(),
+            others: live
+                .iter()
+                .filter(|m| !in_baseline.contains(*m))
+                .cloned()
+                .collect(),
+            auto_adjust,
+        })
+    }
+
+    /// Changes the baseline: `set` replaces it, `add`/`remove` edit it. Compare-and-set on
+    /// `expected_version` when given. Refused on an INACTIVE cluster and when it would drop an
+    /// online member.
+    ///
+    /// # Errors
+    /// 409 (inactive cluster, online member, version conflict), 400 (empty or bad names).
+    pub async fn change_baseline(
+        &self,
+        op: &str,
+        names: &[String],
+        expected_version: Option<u64>,
+    ) -> Result<BaselineView> {
+        if names.iter().any(|n| n.trim().is_empty()) {
+            return Err(DataPlaneError::InvalidInput(
+                "replica names must not be blank".into(),
+            ));
+        }
+        let (state, _) = self.read_state().await.map_err(coordination)?;
+        let current = self.read_baseline().await.map_err(coordination)?;
+        if state == ClusterState::Inactive && current.is_some() {
+            return Err(DataPlaneError::Conflict(
+                "Changing the baseline of an INACTIVE cluster is not allowed; activate it first (dpfctl baseline activate)".into(),
+            ));
+        }
+        let live: BTreeSet<String> = self
+            .live_members()
+            .await?
+            .into_iter()
+            .map(|m| m.runtime_id)
+            .collect();
+        let before = current
+            .as_ref()
+            .map(|(b, _)| b.members.clone())
+            .unwrap_or_default();
+        let names: BTreeSet<String> = names.iter().map(|n| n.trim().to_owned()).collect();
+        let after: BTreeSet<String> = match op {
+            "set" => names,
+            "add" => before.union(&names).cloned().collect(),
+            "remove" => before.difference(&names).cloned().collect(),
+            other => {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "unknown baseline operation '{other}'"
+                )))
+            }
+        };
+        if after.is_empty() {
+            return Err(DataPlaneError::InvalidInput(
+                "a baseline needs at least one member".into(),
+            ));
+        }
+        let dropped_online: Vec<&String> = before
+            .difference(&after)
+            .filter(|m| live.contains(*m))
+            .collect();
+        if !dropped_online.is_empty() {
+            return Err(DataPlaneError::Conflict(format!(
+                "Failed to remove {} from the baseline: online members cannot be removed; stop them first",
+                dropped_online.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let current_version = current.as_ref().map_or(0, |(b, _)| b.version);
+        if let Some(expected) = expected_version {
+            if expected != current_version {
+                return Err(DataPlaneError::Conflict(format!(
+                    "baseline version conflict: expected {expected}, the cluster is at {current_version}"
+                )));
+            }
+        }
+        match current {
+            Some((baseline, version)) => self
+                .write_baseline(&baseline, version, after)
+                .await
+                .map_err(coordination)?,
+            None => {
+                let first = Baseline::first(after);
+                let value = serde_json::to_string(&first).unwrap_or_default();
+                self.coordinator
+                    .kv_put(BASELINE_KEY, &value, dataplane_spi::Expected::Absent, None)
+                    .await
+                    .map_err(coordination)?;
+                let _ = self
+                    .coordinator
+                    .kv_put(STATE_KEY, "ACTIVE", dataplane_spi::Expected::Any, None)
+                    .await;
+            }
+        }
+        self.refresh_topology().await.map_err(coordination)?;
+        self.baseline_view().await
+    }
+
+    /// Activates or deactivates the cluster.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn set_cluster_state(&self, active: bool) -> Result<BaselineView> {
+        let value = if active {
+            "ACTIVE"
+        } else {
+            "INACTIVE (manual)"
+        };
+        self.coordinator
+            .kv_put(STATE_KEY, value, dataplane_spi::Expected::Any, None)
+            .await
+            .map_err(coordination)?;
+        self.refresh_topology().await.map_err(coordination)?;
+        self.baseline_view().await
+    }
+
+    /// Sets auto-adjust.
+    ///
+    /// # Errors
+    /// 400 for a zero timeout when enabled.
+    pub async fn set_auto_adjust(&self, settings: AutoAdjust) -> Result<BaselineView> {
+        if settings.enabled && settings.timeout_ms == 0 {
+            return Err(DataPlaneError::InvalidInput(
+                "auto-adjust needs a timeout of at least 1 ms".into(),
+            ));
+        }
+        let value = serde_json::to_string(&settings).unwrap_or_default();
+        self.coordinator
+            .kv_put(AUTO_ADJUST_KEY, &value, dataplane_spi::Expected::Any, None)
+            .await
+            .map_err(coordination)?;
+        self.baseline_view().await
+    }
 }

@@ -425,5 +425,24 @@ pub async fn run_data_plane_process(
     Ok(())
 }
 
+/// Offers only the data planes of the cluster's baseline (when one is set): a selector that
+/// shares the cluster's store never sends work to a replica that would not run it.
+#[derive(Debug)]
+pub struct BaselineFilter(pub Arc<dyn dataplane_spi::Coordinator>);
+
+#[async_trait::async_trait]
+impl selector_spi::CandidateFilter for BaselineFilter {
+    async fn allowed(&self) -> Option<std::collections::BTreeSet<String>> {
+        let entry = self
+            .0
+            .kv_get(dataplane_manager::baseline::BASELINE_KEY)
+            .await
+            .ok()??;
+        serde_json::from_str::<dataplane_manager::baseline::Baseline>(&entry.value)
+            .ok()
+            .map(|b| b.members)
+    }
+}
+
 /// Where the embedded launcher serves the selector API.
 pub const EMBEDDED_SELECTOR_PATH: &str = "/api/v1/selector";

@@ -13,6 +13,8 @@ pub struct DefaultDataPlaneSelector {
     strategies: Arc<StrategyRegistry>,
     /// A default strategy set at run time (live configuration), overriding the registry's.
     default_override: Arc<std::sync::RwLock<Option<String>>>,
+    /// Restricts the candidates (e.g. to a cluster's baseline).
+    filter: Option<Arc<dyn selector_spi::CandidateFilter>>,
 }
 
 impl DefaultDataPlaneSelector {
@@ -22,7 +24,14 @@ impl DefaultDataPlaneSelector {
             store,
             strategies: Arc::new(strategies),
             default_override: Arc::new(std::sync::RwLock::new(None)),
+            filter: None,
         }
+    }
+
+    /// Offers only the instances `filter` allows.
+    pub fn with_candidate_filter(mut self, filter: Arc<dyn selector_spi::CandidateFilter>) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// Changes the default strategy while running (`None` goes back to the configured one).
@@ -62,12 +71,21 @@ impl DataPlaneSelector for DefaultDataPlaneSelector {
         let strategy = self
             .strategies
             .resolve(Some(request.strategy.as_deref().unwrap_or(&default)))?;
+        let allowed = match &self.filter {
+            Some(filter) => filter.allowed().await,
+            None => None,
+        };
         let candidates: Vec<DataPlaneInstance> = self
             .store
             .list()
             .await?
             .into_iter()
             .filter(|instance| instance.can_handle(request))
+            .filter(|instance| {
+                allowed
+                    .as_ref()
+                    .is_none_or(|a| a.contains(instance.id.as_str()))
+            })
             .collect();
         if candidates.is_empty() {
             return Err(SelectorError::NoMatch(request.to_string()));

@@ -26,6 +26,6 @@ pub use instance::{
 };
 pub use registry::{StrategyRegistry, StrategyRegistryBuilder, DEFAULT_STRATEGY};
 pub use request::SelectionRequest;
-pub use selector::DataPlaneSelector;
+pub use selector::{CandidateFilter, DataPlaneSelector};
 pub use store::{DataPlaneInstanceStore, ROUND_ROBIN_SEQUENCE};
 pub use strategy::{SelectionContext, SelectionStrategy};

@@ -52,3 +52,11 @@ pub trait DataPlaneSelector: Send + Sync + Debug {
     /// Names of the registered strategies, sorted, and the default's name.
     fn strategies(&self) -> (Vec<String>, String);
 }
+
+/// Narrows the instances a selector may offer, from outside the selector (e.g. a cluster's
+/// baseline topology: only replicas that own work are offered).
+#[async_trait]
+pub trait CandidateFilter: Send + Sync + Debug {
+    /// The ids that may be selected now; `None` for no restriction.
+    async fn allowed(&self) -> Option<std::collections::BTreeSet<String>>;
+}

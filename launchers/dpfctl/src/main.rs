@@ -13,6 +13,10 @@
 //! transfer --dataset ID --to-file PATH [--profile push|pull] [--consumer URL]
 //!          [--provider URL] [--select] [--no-wait]
 //! health
+//! cluster members [--watch] | leader
+//!         | kv get KEY | put KEY VALUE [--expected-version N] | delete KEY [--expected-version N]
+//!         | kv list [--prefix P] | watch [--prefix P] [--from-revision R]
+//!         | config set NAME VALUE | get NAME | list | unset NAME
 //! ```
 //!
 //! `--dataplane` defaults to `$DPF_DATAPLANE_URL` or `http://127.0.0.1:8080/api/v1`, and
@@ -23,14 +27,20 @@
 //! data plane) and moves a dataset into a file with `http-push` or `http-pull`, showing a
 //! progress bar; see [`transfer`] for the message sequence.
 //!
+//! `cluster` talks to the data plane's cluster API (see [`cluster`]): members, leader, the
+//! key-value store and the live settings under `dpf/config/`.
+//!
 //! Results go to stdout as text or JSON (`--output json`). Failures print `error: <message>`
 //! on stderr (the API's own message for its `{"error": ..., "code": ...}` answers, the URL for
-//! connection failures) and exit with status 1.
+//! connection failures) and exit with status 1 (`cluster kv watch`: 2 when the changes to
+//! watch were compacted away).
 
 mod api;
 mod cli;
+mod cluster;
 mod commands;
 mod output;
+mod sse;
 mod transfer;
 mod watch;
 
@@ -55,10 +65,18 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<cluster::Exit>() {
+            Some(exit) => {
+                if !exit.message.is_empty() {
+                    eprintln!("error: {}", exit.message);
+                }
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -80,6 +98,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Health => {
             commands::health(&Api::new(&cli.dataplane)?, &cli.selector, output).await
+        }
+        Command::Cluster(command) => {
+            cluster::cluster(&Api::new(&cli.dataplane)?, command, output).await
         }
     }
 }

@@ -352,3 +352,544 @@ fn help_lists_the_commands() {
         assert!(help.contains(command), "{help}");
     }
 }
+
+/// A dpfctl that keeps running (a watch), killed on drop; its stdout lines arrive on `lines`.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// The next `count` lines, or a panic after `within`.
+    fn lines(&mut self, count: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut lines = Vec::new();
+        while lines.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => {
+                    let err = self.stop();
+                    panic!("got only {lines:?} in {within:?}; stderr: {err}");
+                }
+            }
+        }
+        lines
+    }
+
+    /// Kills it; returns what it wrote on stderr.
+    fn stop(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Launcher {
+    /// Starts dpfctl against this launcher without waiting for it to end.
+    fn spawn_dpfctl(&self, args: &[&str]) -> Running {
+        self.spawn_dpfctl_at(&self.api, args)
+    }
+
+    /// [`Launcher::spawn_dpfctl`] with another data-plane URL (a proxy in front of this one).
+    fn spawn_dpfctl_at(&self, dataplane: &str, args: &[&str]) -> Running {
+        let selector = self.selector();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dpfctl"))
+            .args(["--dataplane", dataplane, "--selector", &selector])
+            .args(args)
+            .env_remove("DPF_DATAPLANE_URL")
+            .env_remove("DPF_SELECTOR_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// `dpfctl --output json ARGS…` parsed, asserting success.
+    fn dpfctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let output = self.dpfctl(&all);
+        assert_ok(&output);
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+#[test]
+fn cluster_kv_keys_can_be_put_read_listed_and_deleted() {
+    let launcher = Launcher::start();
+    let key = "app/blue?green#1%/x+y";
+
+    let put = launcher.dpfctl(&[
+        "cluster",
+        "kv",
+        "put",
+        key,
+        "one",
+        "--expected-version",
+        "0",
+    ]);
+    assert_ok(&put);
+    assert!(stdout(&put).contains("version 1"), "{}", stdout(&put));
+    assert_ok(&launcher.dpfctl(&["cluster", "kv", "put", "app/mode", "-dark"]));
+
+    let entry = launcher.dpfctl_json(&["cluster", "kv", "get", key]);
+    assert_eq!(entry["key"], key);
+    assert_eq!(entry["value"], "one");
+    assert_eq!(entry["version"], 1);
+
+    // Compare-and-set: the right version wins, a wrong one is a conflict and changes nothing.
+    assert_ok(&launcher.dpfctl(&[
+        "cluster",
+        "kv",
+        "put",
+        key,
+        "two",
+        "--expected-version",
+        "1",
+    ]));
+    for args in [
+        vec![
+            "cluster",
+            "kv",
+            "put",
+            key,
+            "three",
+            "--expected-version",
+            "1",
+        ],
+        vec![
+            "cluster",
+            "kv",
+            "put",
+            key,
+            "three",
+            "--expected-version",
+            "0",
+        ],
+        vec!["cluster", "kv", "delete", key, "--expected-version", "7"],
+    ] {
+        let conflict = launcher.dpfctl(&args);
+        assert_eq!(conflict.status.code(), Some(1), "{args:?}");
+        let err = stderr(&conflict);
+        assert!(
+            err.starts_with("error: version conflict on 'app/blue?green#1%/x+y'"),
+            "{err}"
+        );
+    }
+    let get = launcher.dpfctl(&["cluster", "kv", "get", key]);
+    assert_ok(&get);
+    assert!(stdout(&get).contains("two"), "{}", stdout(&get));
+
+    let listing = launcher.dpfctl_json(&["cluster", "kv", "list", "--prefix", "app/"]);
+    let keys: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [key, "app/mode"]);
+    assert!(listing["revision"].as_i64().unwrap() >= 3, "{listing}");
+    let list = launcher.dpfctl(&["cluster", "kv", "list", "--prefix", "app/"]);
+    assert_ok(&list);
+    let text = stdout(&list);
+    assert!(text.starts_with("KEY"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("app/mode") && l.ends_with("-dark")),
+        "{text}"
+    );
+
+    assert_ok(&launcher.dpfctl(&["cluster", "kv", "delete", key, "--expected-version", "2"]));
+    let gone = launcher.dpfctl(&["cluster", "kv", "get", key]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(
+        stderr(&gone).trim(),
+        "error: key 'app/blue?green#1%/x+y' not found"
+    );
+    let listing = launcher.dpfctl_json(&["cluster", "kv", "list", "--prefix", "app/"]);
+    assert_eq!(listing["entries"].as_array().unwrap().len(), 1, "{listing}");
+}
+
+#[test]
+fn cluster_settings_are_validated_and_applied_by_the_replica() {
+    let launcher = Launcher::start();
+    let bad = launcher.dpfctl(&[
+        "cluster",
+        "config",
+        "set",
+        "dataplane.max-concurrent-flows",
+        "abc",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        stderr(&bad).trim(),
+        "error: dpf/config/dataplane.max-concurrent-flows takes a non-negative integer, got 'abc'"
+    );
+
+    let set = launcher.dpfctl_json(&[
+        "cluster",
+        "config",
+        "set",
+        "dataplane.max-concurrent-flows",
+        "3",
+    ]);
+    let revision = set["modRevision"].as_i64().unwrap();
+    let get = launcher.dpfctl(&["cluster", "config", "get", "dataplane.max-concurrent-flows"]);
+    assert_ok(&get);
+    assert_eq!(stdout(&get).trim(), "3");
+    let list = launcher.dpfctl(&["cluster", "config", "list"]);
+    assert_ok(&list);
+    assert!(
+        stdout(&list)
+            .lines()
+            .any(|l| l.starts_with("dataplane.max-concurrent-flows") && l.ends_with(" 3")),
+        "{}",
+        stdout(&list)
+    );
+
+    // The replica applies it and says so in the member list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = launcher.dpfctl_json(&["cluster", "members"]);
+        let applied = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "dataplane")
+            .and_then(|m| m["configRevision"].as_i64());
+        if applied.is_some_and(|r| r >= revision) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never applied revision {revision}: {members}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = launcher.dpfctl(&["cluster", "members"]);
+    assert_ok(&table);
+    let text = stdout(&table);
+    assert!(
+        text.starts_with("NAME") && text.contains("CONFIG-REVISION"),
+        "{text}"
+    );
+    let row = text.lines().find(|l| l.starts_with("dataplane")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells[2].parse::<i64>().unwrap() >= revision, "{text}");
+
+    let unset = launcher.dpfctl(&[
+        "cluster",
+        "config",
+        "unset",
+        "dataplane.max-concurrent-flows",
+    ]);
+    assert_ok(&unset);
+    let gone = launcher.dpfctl(&["cluster", "config", "get", "dataplane.max-concurrent-flows"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("is not set"), "{}", stderr(&gone));
+}
+
+#[test]
+fn cluster_leader_and_members_name_the_embedded_replica() {
+    let launcher = Launcher::start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = launcher.dpfctl(&["cluster", "leader"]);
+        if output.status.success() {
+            assert!(
+                stdout(&output).starts_with("dataplane  term "),
+                "{}",
+                stdout(&output)
+            );
+            break;
+        }
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(stderr(&output).trim(), "error: no leader right now");
+        assert!(Instant::now() < deadline, "no leader was ever elected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leader = launcher.dpfctl_json(&["cluster", "leader"]);
+    assert_eq!(leader["leader"], "dataplane");
+    assert!(leader["term"].as_i64().unwrap() >= 1, "{leader}");
+
+    let mut watch = launcher.spawn_dpfctl(&["cluster", "members", "--watch"]);
+    let lines = watch.lines(1, Duration::from_secs(10));
+    assert!(lines[0].starts_with("join   dataplane  "), "{lines:?}");
+}
+
+#[test]
+fn cluster_kv_watch_prints_every_change_in_order() {
+    let launcher = Launcher::start();
+    for i in 1..=3 {
+        assert_ok(&launcher.dpfctl(&["cluster", "kv", "put", &format!("w/{i}"), &format!("v{i}")]));
+    }
+    // Outside the prefix: not shown.
+    assert_ok(&launcher.dpfctl(&["cluster", "kv", "put", "other", "x"]));
+    let mut watch = launcher.spawn_dpfctl(&[
+        "cluster",
+        "kv",
+        "watch",
+        "--prefix",
+        "w/",
+        "--from-revision",
+        "0",
+    ]);
+    let first = watch.lines(3, Duration::from_secs(15));
+    assert_ok(&launcher.dpfctl(&["cluster", "kv", "put", "w/2", "v2b"]));
+    assert_ok(&launcher.dpfctl(&["cluster", "kv", "delete", "w/1"]));
+    let later = watch.lines(2, Duration::from_secs(15));
+
+    let lines: Vec<String> = first.into_iter().chain(later).collect();
+    let events: Vec<(i64, String)> = lines
+        .iter()
+        .map(|line| {
+            let (revision, rest) = line.split_once(' ').unwrap();
+            (revision.parse().unwrap(), rest.to_owned())
+        })
+        .collect();
+    let texts: Vec<&str> = events.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "PUT w/1 v1",
+            "PUT w/2 v2",
+            "PUT w/3 v3",
+            "PUT w/2 v2b",
+            "DELETE w/1 v1"
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        events.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "revisions not increasing: {lines:?}"
+    );
+}
+
+#[test]
+fn cluster_kv_watch_fails_at_once_without_a_data_plane() {
+    // Reconnecting is for interruptions: a data plane that never answered fails the watch.
+    let output = dpfctl(&[
+        "--dataplane",
+        "http://127.0.0.1:1/api/v1",
+        "cluster",
+        "kv",
+        "watch",
+        "--from-revision",
+        "0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("error: cannot reach http://127.0.0.1:1/api/v1/cluster/kv"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A TCP proxy in front of a launcher that can cut every open connection.
+struct Proxy {
+    /// `http://127.0.0.1:PORT/api/v1`, through the proxy.
+    api: String,
+    open: std::sync::Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(launcher: &Launcher) -> Self {
+        let upstream: std::net::SocketAddr = launcher
+            .api
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let api = format!("http://{}/api/v1", listener.local_addr().unwrap());
+        let open = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let registry = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                if let Ok(mut open) = registry.lock() {
+                    open.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                }
+                for (mut from, mut to) in [(client, s2), (server, c2)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { api, open }
+    }
+
+    /// Closes every connection made so far.
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn cluster_kv_watch_resumes_after_disconnections_without_losing_or_repeating() {
+    let launcher = Launcher::start();
+    let proxy = Proxy::start(&launcher);
+    let put = |key: &str, value: &str| {
+        assert_ok(&launcher.dpfctl(&["cluster", "kv", "put", key, value]));
+    };
+    let mut watch = launcher.spawn_dpfctl_at(
+        &proxy.api,
+        &[
+            "cluster",
+            "kv",
+            "watch",
+            "--prefix",
+            "r/",
+            "--from-revision",
+            "0",
+        ],
+    );
+    put("r/a", "1");
+    put("r/b", "2");
+    let mut lines = watch.lines(2, Duration::from_secs(15));
+    proxy.cut();
+    put("r/a", "3");
+    put("r/c", "4");
+    lines.extend(watch.lines(2, Duration::from_secs(15)));
+    proxy.cut();
+    proxy.cut();
+    put("r/b", "5");
+    lines.extend(watch.lines(1, Duration::from_secs(15)));
+    let texts: Vec<&str> = lines.iter().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(
+        texts,
+        [
+            "PUT r/a 1",
+            "PUT r/b 2",
+            "PUT r/a 3",
+            "PUT r/c 4",
+            "PUT r/b 5"
+        ],
+        "{lines:?}"
+    );
+    // Nothing is printed twice.
+    assert!(
+        watch
+            .lines
+            .recv_timeout(Duration::from_millis(1500))
+            .is_err(),
+        "{lines:?}"
+    );
+    let err = watch.stop();
+    assert!(err.contains("reconnecting from revision"), "{err}");
+}
+
+/// An HTTP server that answers every request with `status`, then `body`; its API base URL.
+fn canned_server(status: &str, content_type: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut request = Vec::new();
+            let mut buf = [0_u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    api
+}
+
+#[test]
+fn cluster_kv_watch_exits_2_when_its_changes_were_compacted() {
+    let in_stream = canned_server(
+        "200 OK",
+        "text/event-stream",
+        "id: 12\nevent: PUT\ndata: {\"revision\":12,\"kind\":\"PUT\",\"key\":\"k\",\"value\":\"v\",\"version\":1}\n\n\
+         event: compacted\ndata: {\"compacted\":20}\n\n",
+    );
+    let output = dpfctl(&[
+        "--dataplane",
+        &in_stream,
+        "cluster",
+        "kv",
+        "watch",
+        "--from-revision",
+        "3",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "12 PUT k v\n");
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("error: the changes after revision 12 were compacted away")
+            && err.contains("cluster kv list"),
+        "{err}"
+    );
+
+    let refused = canned_server(
+        "400 Bad Request",
+        "application/json",
+        "{\"error\":\"revision 1 was compacted (oldest kept: 20); list again and watch from the \
+         listing's revision\",\"code\":\"INVALID_INPUT\"}",
+    );
+    let output = dpfctl(&[
+        "--dataplane",
+        &refused,
+        "cluster",
+        "kv",
+        "watch",
+        "--prefix",
+        "p/",
+        "--from-revision",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--prefix 'p/'"),
+        "{}",
+        stderr(&output)
+    );
+}

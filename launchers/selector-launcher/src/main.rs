@@ -56,16 +56,22 @@ async fn main() -> anyhow::Result<()> {
     let workers: usize = config.parse_or("web.http.workers", 2)?;
     let strategy = config.get_or("edc.dpf.selector.strategy", "random");
 
-    let store: Arc<dyn DataPlaneInstanceStore> = match open_sql_store(&config).await? {
-        Some(store) => Arc::new(store),
+    let sql = open_sql_store(&config).await?;
+    let store: Arc<dyn DataPlaneInstanceStore> = match &sql {
+        Some(store) => Arc::new(store.clone()),
         None => Arc::new(InMemoryInstanceStore::new()),
     };
     let registry = default_registry_builder()
         .default_strategy(strategy)
         .build()
         .context("invalid edc.dpf.selector.strategy")?;
-    let selector: Arc<dyn DataPlaneSelector> =
-        Arc::new(DefaultDataPlaneSelector::new(store, registry));
+    let mut selector = DefaultDataPlaneSelector::new(store, registry);
+    if let Some(sql) = sql {
+        // On a cluster's store, offer only the replicas of its baseline topology.
+        selector =
+            selector.with_candidate_filter(Arc::new(dpf_launch::BaselineFilter(Arc::new(sql))));
+    }
+    let selector: Arc<dyn DataPlaneSelector> = Arc::new(selector);
 
     let registrations = seed::registrations_from_entries(&config.with_prefix(seed::SEED_PREFIX))?;
     let created = seed::apply(selector.as_ref(), &registrations).await?;
