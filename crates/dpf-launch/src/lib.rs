@@ -165,6 +165,15 @@ pub fn build_data_plane(
     settings.retry_limit = config.parse_or("dpf.transfer.retry.limit", 5)?;
     settings.retry_backoff = millis("dpf.transfer.retry.backoff", 500)?;
     settings.stop_wait = millis("dpf.signaling.stop.wait", 10_000)?;
+    settings.initial_baseline = config.get("dpf.cluster.baseline").map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    settings.min_live = config.parse("dpf.cluster.baseline.min-live")?;
+    settings.data_dir = PathBuf::from(config.get_or("dpf.data.dir", "./dpf-data"));
     settings.consumer_destination_dir =
         PathBuf::from(config.get_or("dpf.consumer.destination.dir", "./dpf-data/received"));
     anyhow::ensure!(
