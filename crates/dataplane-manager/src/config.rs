@@ -41,6 +41,9 @@ pub struct DataPlaneConfig {
     pub min_live: Option<usize>,
     /// Where this replica records the cluster it belongs to (`dpf.data.dir`).
     pub data_dir: PathBuf,
+    /// Whether DPS data addresses may name local files (`file://…`): off by default, since a
+    /// control plane could otherwise make the data plane read or write any file it can.
+    pub allow_file_addresses: bool,
 }
 
 impl DataPlaneConfig {
@@ -64,6 +67,7 @@ impl DataPlaneConfig {
             initial_baseline: None,
             min_live: None,
             data_dir: PathBuf::from("./dpf-data"),
+            allow_file_addresses: false,
         }
     }
 

@@ -441,6 +441,19 @@ impl DataPlane {
         }
     }
 
+    /// The resource a DPS data address names; `file://` only when allowed.
+    fn resource_of(&self, address: &DataAddress) -> Result<ResourceAddress> {
+        let resource = address.to_resource();
+        if resource.type_name() == Some(dataplane_spi::FILE_TYPE)
+            && !self.config.allow_file_addresses
+        {
+            return Err(DataPlaneError::InvalidInput(
+                "file:// data addresses are disabled on this data plane (dpf.transfer.allow-file-addresses)".into(),
+            ));
+        }
+        Ok(resource)
+    }
+
     /// Finds a flow by its id or, failing that, by its process id.
     ///
     /// # Errors
@@ -547,7 +560,7 @@ impl DataPlane {
         })?;
         let (destination, token) = match (kind, &msg.data_address) {
             (FlowKind::ProviderPush, Some(address)) => {
-                let resource = address.to_resource();
+                let resource = self.resource_of(&address)?;
                 validate_address(&resource, &self.known_types())
                     .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
                 (Some(resource.to_json()), None)
@@ -675,7 +688,7 @@ impl DataPlane {
                 ))
             }
             (FlowKind::ConsumerPull, Some(address)) => {
-                let resource = address.to_resource();
+                let resource = self.resource_of(&address)?;
                 validate_address(&resource, &self.known_types())
                     .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
                 FlowUpdate {
@@ -884,7 +897,7 @@ impl DataPlane {
         let flow = self.resolve(id).await?;
         let mut update = FlowUpdate::default();
         if let Some(address) = data_address {
-            let resource = address.to_resource();
+            let resource = self.resource_of(&address)?;
             validate_address(&resource, &self.known_types())
                 .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
             match flow.kind {

@@ -78,7 +78,13 @@ impl DataAddress {
 
     /// Converts to the resource a transfer reads from or writes to: `HttpData` with the
     /// endpoint as `baseUrl` and the token, if any.
+    ///
+    /// A `file://` endpoint becomes a `File` resource with that path (local transfers; data
+    /// planes accept them only when configured to).
     pub fn to_resource(&self) -> ResourceAddress {
+        if let Some(path) = self.endpoint.strip_prefix("file://") {
+            return ResourceAddress::file(path);
+        }
         let mut resource = ResourceAddress::http(&self.endpoint);
         if let Some(token) = self.property("authorization") {
             resource.set("authorization", token);

@@ -134,6 +134,7 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
     ("dpf.consumer.destination.dir", "./dpf-data/received"),
     ("dpf.dataplane.max-concurrent-flows", "0"),
     ("dpf.retention.age", "604800000"),
+    ("dpf.transfer.allow-file-addresses", "false"),
     ("dpf.checkpoint.bytes", "67108864"),
     ("dpf.checkpoint.interval", "5000"),
     ("dpf.log.level", "info"),
@@ -165,6 +166,7 @@ pub fn build_data_plane(
     settings.retry_limit = config.parse_or("dpf.transfer.retry.limit", 5)?;
     settings.retry_backoff = millis("dpf.transfer.retry.backoff", 500)?;
     settings.stop_wait = millis("dpf.signaling.stop.wait", 10_000)?;
+    settings.allow_file_addresses = config.parse_or("dpf.transfer.allow-file-addresses", false)?;
     settings.initial_baseline = config.get("dpf.cluster.baseline").map(|list| {
         list.split(',')
             .map(str::trim)

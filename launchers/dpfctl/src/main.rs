@@ -17,6 +17,8 @@
 //!         | kv get KEY | put KEY VALUE [--expected-version N] | delete KEY [--expected-version N]
 //!         | kv list [--prefix P] | watch [--prefix P] [--from-revision R]
 //!         | config set NAME VALUE | get NAME | list | unset NAME
+//! baseline [show] | set NAMES [--expected-version N] | add NAMES [..] | remove NAMES [..]
+//!          | version | activate | deactivate | auto-adjust enable [--timeout MS] | disable
 //! ```
 //!
 //! `--dataplane` defaults to `$DPF_DATAPLANE_URL` or `http://127.0.0.1:8080/api/v1`, and
@@ -30,12 +32,16 @@
 //! `cluster` talks to the data plane's cluster API (see [`cluster`]): members, leader, the
 //! key-value store and the live settings under `dpf/config/`.
 //!
+//! `baseline` shows and changes the baseline topology (see [`baseline`]), its `show` laid out
+//! like Apache Ignite's `control.sh --baseline`.
+//!
 //! Results go to stdout as text or JSON (`--output json`). Failures print `error: <message>`
 //! on stderr (the API's own message for its `{"error": ..., "code": ...}` answers, the URL for
 //! connection failures) and exit with status 1 (`cluster kv watch`: 2 when the changes to
 //! watch were compacted away).
 
 mod api;
+mod baseline;
 mod cli;
 mod cluster;
 mod commands;
@@ -101,6 +107,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cluster(command) => {
             cluster::cluster(&Api::new(&cli.dataplane)?, command, output).await
+        }
+        Command::Baseline(args) => {
+            baseline::baseline(&Api::new(&cli.dataplane)?, args.command, output).await
         }
     }
 }

@@ -893,3 +893,138 @@ fn cluster_kv_watch_exits_2_when_its_changes_were_compacted() {
         stderr(&output)
     );
 }
+
+#[test]
+fn baseline_is_shown_set_guarded_and_auto_adjusted() {
+    let launcher = Launcher::start();
+
+    // A fresh cluster: no baseline, the embedded replica outside it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let output = launcher.dpfctl(&["baseline"]);
+        assert_ok(&output);
+        let text = stdout(&output);
+        if text.contains("ConsistentId=dataplane") || Instant::now() >= deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(fresh.contains("Cluster state: ACTIVE\n"), "{fresh}");
+    assert!(fresh.contains("Current topology version: 0\n"), "{fresh}");
+    assert!(
+        fresh.contains("Baseline auto adjustment disabled: softTimeout=0\n"),
+        "{fresh}"
+    );
+    assert!(fresh.contains("Number of baseline nodes: 0\n"), "{fresh}");
+    assert!(
+        fresh.contains("Other nodes:\n    ConsistentId=dataplane\nNumber of other nodes: 1\n"),
+        "{fresh}"
+    );
+    let show = launcher.dpfctl(&["baseline", "show"]);
+    assert_ok(&show);
+    assert!(
+        stdout(&show).contains("Number of baseline nodes: 0\n"),
+        "{}",
+        stdout(&show)
+    );
+    let version = launcher.dpfctl_json(&["baseline", "version"]);
+    assert_eq!(version["version"], 0);
+
+    // A version conflict.
+    let conflict = launcher.dpfctl(&["baseline", "set", "x", "--expected-version", "7"]);
+    assert_eq!(conflict.status.code(), Some(1), "{}", stdout(&conflict));
+    assert!(
+        stderr(&conflict).starts_with("error: ") && stderr(&conflict).contains("conflict"),
+        "{}",
+        stderr(&conflict)
+    );
+
+    // The replica becomes the baseline.
+    let set = launcher.dpfctl(&["baseline", "set", "dataplane", "--expected-version", "0"]);
+    assert_ok(&set);
+    let show = launcher.dpfctl(&["baseline", "show"]);
+    assert_ok(&show);
+    let text = stdout(&show);
+    assert!(text.contains("Current topology version: 1\n"), "{text}");
+    assert!(
+        text.contains("Baseline nodes:\n    ConsistentId=dataplane, State=ONLINE\n"),
+        "{text}"
+    );
+    assert!(text.contains("Number of baseline nodes: 1\n"), "{text}");
+    assert!(text.contains("Number of other nodes: 0\n"), "{text}");
+    assert!(!text.contains("Other nodes:"), "{text}");
+    let view = launcher.dpfctl_json(&["baseline"]);
+    assert_eq!(view["version"], 1);
+    assert_eq!(view["members"][0]["name"], "dataplane");
+    assert_eq!(view["members"][0]["online"], true);
+
+    // An offline replica can join and leave the baseline; an online member cannot leave.
+    let add = launcher.dpfctl(&["baseline", "add", "ghost"]);
+    assert_ok(&add);
+    let text = stdout(&add);
+    assert!(text.contains("Current topology version: 2\n"), "{text}");
+    assert!(
+        text.contains("    ConsistentId=ghost, State=OFFLINE\n"),
+        "{text}"
+    );
+    let remove = launcher.dpfctl(&["baseline", "remove", "dataplane"]);
+    assert_eq!(remove.status.code(), Some(1), "{}", stdout(&remove));
+    assert!(
+        stderr(&remove).starts_with("error: ") && stderr(&remove).contains("online members"),
+        "{}",
+        stderr(&remove)
+    );
+    let remove = launcher.dpfctl(&["baseline", "remove", "ghost", "--expected-version", "2"]);
+    assert_ok(&remove);
+    assert!(
+        stdout(&remove).contains("Number of baseline nodes: 1\n"),
+        "{}",
+        stdout(&remove)
+    );
+    let version = launcher.dpfctl(&["baseline", "version"]);
+    assert_ok(&version);
+    assert!(
+        stdout(&version).starts_with("Baseline version: 3 (history "),
+        "{}",
+        stdout(&version)
+    );
+    // Removing the last member is refused too.
+    let last = launcher.dpfctl(&["baseline", "remove", "dataplane"]);
+    assert_eq!(last.status.code(), Some(1), "{}", stdout(&last));
+    assert!(stderr(&last).starts_with("error: "), "{}", stderr(&last));
+
+    // Auto-adjust.
+    let enable = launcher.dpfctl(&["baseline", "auto-adjust", "enable", "--timeout", "1500"]);
+    assert_ok(&enable);
+    let show = launcher.dpfctl(&["baseline"]);
+    assert_ok(&show);
+    assert!(
+        stdout(&show).contains("Baseline auto adjustment enabled: softTimeout=1500\n"),
+        "{}",
+        stdout(&show)
+    );
+    let disable = launcher.dpfctl(&["--output", "json", "baseline", "auto-adjust", "disable"]);
+    assert_ok(&disable);
+    let view: Value = serde_json::from_slice(&disable.stdout).unwrap();
+    assert_eq!(view["autoAdjust"]["enabled"], false);
+    assert_eq!(view["autoAdjust"]["timeoutMs"], 1500);
+
+    // Deactivation and activation.
+    let deactivate = launcher.dpfctl(&["baseline", "deactivate"]);
+    assert_ok(&deactivate);
+    assert!(
+        stdout(&deactivate).starts_with("Cluster ID: ")
+            && stdout(&deactivate).contains("Cluster state: INACTIVE\n"),
+        "{}",
+        stdout(&deactivate)
+    );
+    let refused = launcher.dpfctl(&["baseline", "add", "ghost"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("INACTIVE"),
+        "{}",
+        stderr(&refused)
+    );
+    let activate = launcher.dpfctl_json(&["baseline", "activate"]);
+    assert_eq!(activate["state"], "ACTIVE");
+}
