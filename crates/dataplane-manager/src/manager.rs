@@ -560,7 +560,7 @@ impl DataPlane {
         })?;
         let (destination, token) = match (kind, &msg.data_address) {
             (FlowKind::ProviderPush, Some(address)) => {
-                let resource = self.resource_of(&address)?;
+                let resource = self.resource_of(address)?;
                 validate_address(&resource, &self.known_types())
                     .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
                 (Some(resource.to_json()), None)
