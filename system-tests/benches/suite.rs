@@ -11,7 +11,13 @@
 //! `target/bench-suite.json`. Each scenario states its target and whether this run met it. The
 //! command fails only when a scenario errors, never on the numbers (machines differ).
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::too_many_lines, clippy::too_many_arguments, clippy::print_literal)] // a benchmark binary
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::too_many_lines,
+    clippy::too_many_arguments,
+    clippy::print_literal
+)] // a benchmark binary
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

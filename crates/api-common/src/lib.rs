@@ -6,8 +6,11 @@
 //!   (413 too large, 415 not JSON, 400 malformed or missing fields);
 //! - [`not_found_handler`]: the default service, a JSON 404 for unknown routes.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
@@ -90,6 +93,79 @@ pub fn path_config() -> actix_web::web::PathConfig {
         );
         actix_web::error::InternalError::from_response(error, response).into()
     })
+}
+
+/// The key every protected request must present (`Authorization: Bearer <key>` or
+/// `X-Api-Key: <key>`); `None` disables the check. Register as app data and wrap the app with
+/// `actix_web::middleware::from_fn(require_api_key)`.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKey(pub Option<std::sync::Arc<str>>);
+
+/// Whether a path stays open without the API key: liveness/readiness/metrics, the OpenAPI
+/// document, and the public pull and ingest endpoints (they check their own per-flow tokens).
+pub fn is_open_path(path: &str) -> bool {
+    ["/health", "/ready", "/metrics", "/openapi.json"]
+        .iter()
+        .any(|p| path.ends_with(p))
+        || path.contains("/public/")
+        || path.contains("/ingest/")
+}
+
+/// Compares without revealing, through timing, where two secrets differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_key(req: &ServiceRequest) -> Option<String> {
+    let headers = req.headers();
+    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key.trim().to_owned());
+    }
+    let value = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// Middleware: 401 JSON for a protected request without the right key. The key is never
+/// logged.
+///
+/// # Errors
+/// Whatever the inner service returns.
+pub async fn require_api_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let expected = req
+        .app_data::<actix_web::web::Data<ApiKey>>()
+        .and_then(|k| k.0.clone());
+    let Some(expected) = expected else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    if is_open_path(req.path()) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    match presented_key(&req) {
+        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => {
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        presented => {
+            let message = if presented.is_some() {
+                "wrong API key"
+            } else {
+                "missing API key: send Authorization: Bearer <key> or X-Api-Key: <key>"
+            };
+            let response = error_response(StatusCode::UNAUTHORIZED, message.into(), "UNAUTHORIZED");
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
 }
 
 /// Default service: unknown paths and methods get a JSON 404.

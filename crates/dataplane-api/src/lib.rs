@@ -82,6 +82,8 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
             .service(
                 web::scope(BASE_PATH)
                     .route("/health", web::get().to(health))
+                    .route("/ready", web::get().to(ready))
+                    .route("/metrics", web::get().to(metrics))
                     .route("/openapi.json", web::get().to(openapi))
                     .route("/signaling/dataflows/prepare", web::post().to(prepare))
                     .route("/signaling/dataflows/start", web::post().to(start))
@@ -142,6 +144,25 @@ pub fn configure(plane: Arc<DataPlane>) -> impl FnOnce(&mut web::ServiceConfig) 
 
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "UP"}))
+}
+
+/// `GET /ready`: 200 when the store answers and the replica is ACTIVE or IDLE, else 503.
+async fn ready(plane: Plane) -> HttpResponse {
+    match plane.ready().await {
+        Ok(state) => {
+            HttpResponse::Ok().json(serde_json::json!({"status": "READY", "state": state}))
+        }
+        Err(reason) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "NOT_READY", "reason": reason})),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(plane: Plane) -> ApiResult {
+    let text = plane.metrics_text().await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
 }
 
 async fn openapi() -> HttpResponse {

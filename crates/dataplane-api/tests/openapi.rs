@@ -29,5 +29,5 @@ fn openapi_lists_every_route() {
         );
         routes += 1;
     }
-    assert!(routes == 37, "found only {routes} routes");
+    assert!(routes == 39, "found only {routes} routes");
 }

@@ -23,6 +23,8 @@ pub struct CallbackEvent {
 /// never waits, so a slow or dead control plane never delays a flow.
 #[derive(Debug, Clone)]
 pub struct CallbackDispatcher {
+    retried: Arc<std::sync::atomic::AtomicU64>,
+    given_up: Arc<std::sync::atomic::AtomicU64>,
     http: reqwest::Client,
     registry: Arc<ControlPlaneRegistry>,
     max_attempts: u32,
@@ -44,11 +46,23 @@ impl CallbackDispatcher {
             .build()
             .unwrap_or_default();
         Self {
+            retried: Arc::default(),
+            given_up: Arc::default(),
             http,
             registry,
             max_attempts: max_attempts.max(1),
             first_backoff,
         }
+    }
+
+    /// Callback deliveries retried so far.
+    pub fn retries(&self) -> u64 {
+        self.retried.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Callbacks given up so far.
+    pub fn failures(&self) -> u64 {
+        self.given_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queues a callback and returns at once.
@@ -100,9 +114,13 @@ impl CallbackDispatcher {
             if !retryable || attempt == self.max_attempts {
                 break;
             }
+            self.retried
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_BACKOFF);
         }
+        self.given_up
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(%url, attempts = self.max_attempts, "callback given up");
         false
     }

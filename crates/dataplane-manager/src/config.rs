@@ -44,6 +44,10 @@ pub struct DataPlaneConfig {
     /// Whether DPS data addresses may name local files (`file://…`): off by default, since a
     /// control plane could otherwise make the data plane read or write any file it can.
     pub allow_file_addresses: bool,
+    /// `dpf.transfer.allowed-hosts`: when not empty, HTTP addresses received in DPS messages
+    /// (push destinations, pull sources) must name one of these hosts — `host`, `*.domain`, or
+    /// an IP network `a.b.c.d/n` (matched against IP literals) — else the message is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl DataPlaneConfig {
@@ -68,6 +72,7 @@ impl DataPlaneConfig {
             min_live: None,
             data_dir: PathBuf::from("./dpf-data"),
             allow_file_addresses: false,
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -73,6 +73,39 @@ impl MemberState {
     }
 }
 
+/// Counters of one replica, exposed as Prometheus metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Flows claimed (unowned work picked up).
+    pub claims: AtomicU64Counter,
+    /// Flows taken over from dead replicas.
+    pub takeovers: AtomicU64Counter,
+    /// Lease renewals, and their total duration in microseconds.
+    pub renewals: AtomicU64Counter,
+    /// Sum of renewal latencies, microseconds.
+    pub renewal_micros: AtomicU64Counter,
+    /// Transfers completed by this replica.
+    pub completed: AtomicU64Counter,
+    /// Transfers that failed for good on this replica.
+    pub failed: AtomicU64Counter,
+}
+
+/// A relaxed atomic counter.
+#[derive(Debug, Default)]
+pub struct AtomicU64Counter(std::sync::atomic::AtomicU64);
+
+impl AtomicU64Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// What a DPS operation answers.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -160,6 +193,8 @@ pub struct DataFlowView {
 /// The data plane of one replica. Share it as `Arc<DataPlane>`.
 #[derive(Debug)]
 pub struct DataPlane {
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
     store: Arc<dyn DataFlowStore>,
     coordinator: Arc<dyn Coordinator>,
     live: LiveSettings,
@@ -283,6 +318,7 @@ impl DataPlane {
         config: DataPlaneConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            metrics: Metrics::default(),
             store,
             coordinator,
             live: LiveSettings::from_config(&config),
@@ -450,6 +486,31 @@ impl DataPlane {
             return Err(DataPlaneError::InvalidInput(
                 "file:// data addresses are disabled on this data plane (dpf.transfer.allow-file-addresses)".into(),
             ));
+        }
+        // Server-side request forgery protection: only allow-listed hosts, when configured.
+        if !self.config.allowed_hosts.is_empty()
+            && resource.type_name() == Some(dataplane_spi::HTTP_DATA_TYPE)
+        {
+            let host = url::Url::parse(resource.get("baseUrl").unwrap_or_default())
+                .ok()
+                .and_then(|u| {
+                    u.host_str().map(|h| {
+                        h.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_ascii_lowercase()
+                    })
+                })
+                .unwrap_or_default();
+            if !self
+                .config
+                .allowed_hosts
+                .iter()
+                .any(|rule| host_allowed(rule, &host))
+            {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "host '{host}' is not in this data plane's allow-list (dpf.transfer.allowed-hosts)"
+                )));
+            }
         }
         Ok(resource)
     }
@@ -1398,6 +1459,7 @@ impl DataPlane {
                     };
                     match self.store.update_owned(owner, &flow.id, &update).await {
                         Ok(done) => {
+                            self.metrics.completed.add(1);
                             tracing::info!(flow_id = %flow.id, bytes = report.position, resumed_at = report.started_at, "data flow completed");
                             self.callback(&done, "completed", None);
                         }
@@ -1436,6 +1498,7 @@ impl DataPlane {
     }
 
     async fn fail(&self, flow: &DataFlow, owner: &FlowOwner, error: String) {
+        self.metrics.failed.add(1);
         tracing::error!(flow_id = %flow.id, %error, "transfer failed for good");
         let update = FlowUpdate {
             error_detail: Some(error.clone()),
@@ -1552,6 +1615,10 @@ impl DataPlane {
         {
             Ok(_) => {
                 self.lease_renewed(began);
+                self.metrics.renewals.add(1);
+                self.metrics
+                    .renewal_micros
+                    .add(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
                 Ok(())
             }
             Err(StoreError::MembershipLost(message)) => {
@@ -1646,6 +1713,7 @@ impl DataPlane {
                 break;
             }
             let claimed = self.store.claim(&me, &CLAIMABLE, want).await?;
+            self.metrics.claims.add(claimed.len() as u64);
             let full = claimed.len() == want;
             for flow in claimed {
                 self.adopt(flow).await;
@@ -1665,6 +1733,7 @@ impl DataPlane {
                 break;
             }
             let taken = self.store.take_over(&me, &abandoned, want).await?;
+            self.metrics.takeovers.add(taken.len() as u64);
             let full = taken.len() == want;
             for flow in taken {
                 tracing::info!(flow_id = %flow.id, epoch = flow.epoch, state = %flow.state, "took over a data flow of a dead replica");
@@ -2055,6 +2124,60 @@ impl TransferCounters {
             map.insert("transfer".into(), transfer);
         }
         metadata
+    }
+}
+
+/// Whether `host` matches an allow-list rule: exact, `*.domain` (subdomains), or `ip/prefix`.
+fn host_allowed(rule: &str, host: &str) -> bool {
+    let rule = rule.trim().to_ascii_lowercase();
+    if let Some(domain) = rule.strip_prefix("*.") {
+        return host.ends_with(&format!(".{domain}"));
+    }
+    if let Some((network, bits)) = rule.split_once('/') {
+        let (Ok(network), Ok(bits), Ok(ip)) = (
+            network.parse::<std::net::IpAddr>(),
+            bits.parse::<u32>(),
+            host.parse::<std::net::IpAddr>(),
+        ) else {
+            return false;
+        };
+        return match (network, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) if bits <= 32 => {
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) if bits <= 128 => {
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        };
+    }
+    rule == host
+}
+
+#[cfg(test)]
+mod allow_list_tests {
+    use super::host_allowed;
+
+    #[test]
+    fn rules_match_hosts_domains_and_networks() {
+        assert!(host_allowed("sink.example.com", "sink.example.com"));
+        assert!(!host_allowed("sink.example.com", "evil.example.com"));
+        assert!(host_allowed("*.example.com", "a.b.example.com"));
+        assert!(!host_allowed("*.example.com", "example.com.evil.org"));
+        assert!(host_allowed("10.0.0.0/8", "10.1.2.3"));
+        assert!(!host_allowed("10.0.0.0/8", "11.0.0.1"));
+        assert!(!host_allowed("10.0.0.0/8", "internal.example"));
+        assert!(host_allowed("fd00::/8", "fd12::1"));
     }
 }
 
@@ -2580,5 +2703,112 @@ impl DataPlane {
             .await
             .map_err(coordination)?;
         self.baseline_view().await
+    }
+}
+
+impl DataPlane {
+    /// Readiness: the store answers and this replica is a member that may take work or is
+    /// deliberately idle (outside the baseline); not while joining, stopping, or when its
+    /// lease is in doubt.
+    ///
+    /// # Errors
+    /// A reason, for a 503.
+    pub async fn ready(&self) -> std::result::Result<&'static str, String> {
+        self.store
+            .now()
+            .await
+            .map_err(|e| format!("store unreachable: {e}"))?;
+        if !self.lease_valid() {
+            return Err("membership lease not confirmed".into());
+        }
+        match self.reported.lock().ok().and_then(|r| *r) {
+            Some(MemberState::Healthy) => Ok("ACTIVE"),
+            Some(MemberState::Idle) => Ok("IDLE"),
+            Some(state) => Err(format!("replica is {}", state.as_str())),
+            None => Err("replica state unknown".into()),
+        }
+    }
+
+    /// Prometheus text exposition of this replica's metrics.
+    ///
+    /// # Errors
+    /// Store failures (flows by state).
+    pub async fn metrics_text(&self) -> Result<String> {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let by_state = self.store.count_by_state().await?;
+        let _ = writeln!(
+            out,
+            "# HELP dpf_flows Data flows in the shared store by state.\n# TYPE dpf_flows gauge"
+        );
+        for state in DataFlowState::ALL {
+            let n = by_state
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            let _ = writeln!(out, "dpf_flows{{state=\"{}\"}} {n}", state.as_str());
+        }
+        let counters = [
+            (
+                "dpf_bytes_transferred_total",
+                "Bytes moved by transfers of this replica.",
+                crate::pipeline::BYTES_TRANSFERRED.load(Ordering::Relaxed),
+            ),
+            (
+                "dpf_claims_total",
+                "Unowned flows claimed by this replica.",
+                self.metrics.claims.get(),
+            ),
+            (
+                "dpf_takeovers_total",
+                "Flows taken over from dead replicas.",
+                self.metrics.takeovers.get(),
+            ),
+            (
+                "dpf_lease_renewals_total",
+                "Lease renewals.",
+                self.metrics.renewals.get(),
+            ),
+            (
+                "dpf_transfers_completed_total",
+                "Transfers completed by this replica.",
+                self.metrics.completed.get(),
+            ),
+            (
+                "dpf_transfers_failed_total",
+                "Transfers that failed for good on this replica.",
+                self.metrics.failed.get(),
+            ),
+            (
+                "dpf_callback_retries_total",
+                "Callback deliveries retried.",
+                self.callbacks.retries(),
+            ),
+            (
+                "dpf_callbacks_failed_total",
+                "Callbacks given up.",
+                self.callbacks.failures(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let seconds = self.metrics.renewal_micros.get() as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "# HELP dpf_lease_renew_seconds Lease renewal latency.\n# TYPE dpf_lease_renew_seconds summary\ndpf_lease_renew_seconds_sum {seconds}\ndpf_lease_renew_seconds_count {}",
+            self.metrics.renewals.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dpf_transfers_running Transfers running on this replica.\n# TYPE dpf_transfers_running gauge\ndpf_transfers_running {}",
+            self.running_transfers()
+        );
+        let leader = self.known_leader().is_some_and(|l| l.leader == self.me());
+        let _ = writeln!(out, "# HELP dpf_leader Whether this replica leads the cluster.\n# TYPE dpf_leader gauge\ndpf_leader {}", u8::from(leader));
+        Ok(out)
     }
 }

@@ -93,6 +93,9 @@ pub struct AttemptReport {
     pub position: u64,
 }
 
+/// Bytes moved by every transfer of this process (the `dpf_bytes_transferred_total` metric).
+pub static BYTES_TRANSFERRED: AtomicU64 = AtomicU64::new(0);
+
 /// Wraps a source stream so that every chunk is counted in `progress` as it passes.
 pub fn counted(input: SourceStream, progress: Arc<Progress>) -> SourceStream {
     if let Some(size) = input.size {
@@ -104,6 +107,7 @@ pub fn counted(input: SourceStream, progress: Arc<Progress>) -> SourceStream {
             progress
                 .bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            BYTES_TRANSFERRED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         chunk
     });

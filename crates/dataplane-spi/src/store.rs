@@ -69,6 +69,22 @@ pub trait DataFlowStore: Send + Sync + Debug {
     /// Backend failures.
     async fn list(&self, states: &[DataFlowState], limit: usize) -> StoreResult<Vec<DataFlow>>;
 
+    /// How many flows are in each state.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn count_by_state(&self) -> StoreResult<Vec<(DataFlowState, u64)>> {
+        let flows = self.list(&[], usize::MAX).await?;
+        let mut counts: Vec<(DataFlowState, u64)> = Vec::new();
+        for flow in flows {
+            match counts.iter_mut().find(|(s, _)| *s == flow.state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((flow.state, 1)),
+            }
+        }
+        Ok(counts)
+    }
+
     /// Registers a replica's incarnation with a lease of `lease_ms`.
     ///
     /// A name whose previous incarnation's lease is still valid is refused with

@@ -738,6 +738,34 @@ impl DataFlowStore for SqlStore {
             .await?)
     }
 
+    async fn count_by_state(&self) -> StoreResult<Vec<(DataFlowState, u64)>> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = Text)]
+            state: String,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let rows = self
+            .run(|pools| {
+                with_conn!(pools, |conn, _backend| {
+                    Ok(diesel::sql_query(
+                        "SELECT state, COUNT(*) AS n FROM data_flows GROUP BY state",
+                    )
+                    .load::<Count>(conn)?)
+                })
+            })
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    DataFlowState::parse(&r.state)?,
+                    u64::try_from(r.n).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn notify_change(&self, flow_id: &str) -> StoreResult<()> {
         if self.backend() != crate::Backend::Postgres {
             return Ok(());

@@ -167,6 +167,16 @@ pub fn build_data_plane(
     settings.retry_backoff = millis("dpf.transfer.retry.backoff", 500)?;
     settings.stop_wait = millis("dpf.signaling.stop.wait", 10_000)?;
     settings.allow_file_addresses = config.parse_or("dpf.transfer.allow-file-addresses", false)?;
+    settings.allowed_hosts = config
+        .get("dpf.transfer.allowed-hosts")
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     settings.initial_baseline = config.get("dpf.cluster.baseline").map(|list| {
         list.split(',')
             .map(str::trim)
@@ -403,9 +413,15 @@ pub async fn run_data_plane_process(
         )
     });
 
+    let api_key = api_common::ApiKey(config.get("dpf.api.auth.key").map(Into::into));
+    if api_key.0.is_none() {
+        tracing::warn!("dpf.api.auth.key is not set: the management, signaling and cluster APIs are open to anyone who can reach them");
+    }
     let app_plane = plane.clone();
     let server = HttpServer::new(move || {
-        let mut app = App::new();
+        let mut app = App::new()
+            .app_data(web::Data::new(api_key.clone()))
+            .wrap(actix_web::middleware::from_fn(api_common::require_api_key));
         if let Some(selector) = &selector {
             app = app.configure(selector_api::configure_at(
                 EMBEDDED_SELECTOR_PATH,

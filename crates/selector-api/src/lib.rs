@@ -78,8 +78,24 @@ pub fn serve(
     selector: Arc<dyn DataPlaneSelector>,
     workers: usize,
 ) -> std::io::Result<Server> {
+    serve_with_key(listener, selector, workers, None)
+}
+
+/// [`serve`] requiring `api_key` on every route but `/health` and `/openapi.json`.
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn serve_with_key(
+    listener: TcpListener,
+    selector: Arc<dyn DataPlaneSelector>,
+    workers: usize,
+    api_key: Option<String>,
+) -> std::io::Result<Server> {
+    let key = api_common::ApiKey(api_key.map(Into::into));
     let server = HttpServer::new(move || {
         App::new()
+            .app_data(web::Data::new(key.clone()))
+            .wrap(actix_web::middleware::from_fn(api_common::require_api_key))
             .configure(configure(selector.clone()))
             .default_service(web::to(not_found_handler))
     })

@@ -15,8 +15,18 @@ use crate::{with_default_strategy, SelectorClient};
 /// Largest response body the client accepts, in bytes (a list of many instances fits easily).
 const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
+/// A secret that never shows in `Debug` output (logs).
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Settings of a [`RemoteSelectorClient`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RemoteSelectorClientConfig {
     /// Base URL of the selector API, e.g. `http://selector:8181/api/v1`.
     pub base_url: String,
@@ -26,6 +36,19 @@ pub struct RemoteSelectorClientConfig {
     pub timeout: Duration,
     /// Timeout of establishing a connection.
     pub connect_timeout: Duration,
+    /// API key of the selector (`Authorization: Bearer`), when it requires one.
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteSelectorClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSelectorClientConfig")
+            .field("base_url", &self.base_url)
+            .field("strategy", &self.strategy)
+            .field("timeout", &self.timeout)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RemoteSelectorClientConfig {
@@ -36,6 +59,7 @@ impl RemoteSelectorClientConfig {
             strategy: None,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            api_key: None,
         }
     }
 }
@@ -43,6 +67,7 @@ impl RemoteSelectorClientConfig {
 /// [`SelectorClient`] for a standalone selector, over its REST API.
 #[derive(Debug, Clone)]
 pub struct RemoteSelectorClient {
+    api_key: Option<Secret>,
     http: reqwest::Client,
     base_url: url::Url,
     strategy: Option<String>,
@@ -85,6 +110,7 @@ impl RemoteSelectorClient {
             .build()
             .map_err(|e| SelectorError::Internal(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
+            api_key: config.api_key.map(Secret),
             http,
             base_url,
             strategy: config.strategy,
@@ -119,6 +145,9 @@ impl RemoteSelectorClient {
         body: Option<&B>,
     ) -> SelectorResult<(StatusCode, Vec<u8>)> {
         let mut request = self.http.request(method, self.url(path)?);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(&key.0);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

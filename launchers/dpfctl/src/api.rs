@@ -69,6 +69,7 @@ impl Api {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
+            .default_headers(auth_headers()?)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {
@@ -181,6 +182,7 @@ impl Api {
                 let built = reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(5))
                     .tcp_keepalive(Duration::from_secs(15))
+                    .default_headers(auth_headers()?)
                     .build()
                     .context("cannot build the HTTP client")?;
                 self.streaming.get_or_init(|| built)
@@ -324,4 +326,17 @@ mod tests {
         let error = api_error(&Method::GET, &url, reqwest::StatusCode::BAD_GATEWAY, b"");
         assert_eq!(error.to_string(), "GET http://h/x answered 502 Bad Gateway");
     }
+}
+
+/// `Authorization: Bearer $DPF_API_KEY` when the environment names a key (APIs started with
+/// `dpf.api.auth.key`).
+pub fn auth_headers() -> Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(key) = std::env::var("DPF_API_KEY") {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("DPF_API_KEY is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }

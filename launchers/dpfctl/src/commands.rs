@@ -21,7 +21,9 @@ pub fn message_id() -> String {
 
 /// The selector client for `--selector`.
 pub fn selector(url: &str) -> Result<RemoteSelectorClient> {
-    RemoteSelectorClient::for_url(url).map_err(|e| selector_error(url, e))
+    let mut settings = selector_client::RemoteSelectorClientConfig::new(url);
+    settings.api_key = std::env::var("DPF_API_KEY").ok();
+    RemoteSelectorClient::new(settings).map_err(|e| selector_error(url, e))
 }
 
 /// A selector error as a message; an unreachable selector names its URL.

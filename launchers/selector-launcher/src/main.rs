@@ -87,7 +87,13 @@ async fn main() -> anyhow::Result<()> {
         selector_api::BASE_PATH
     );
     tracing::info!(%address, workers, strategy, "selector started");
-    selector_api::serve(listener, selector, workers)?.await?;
+    let api_key = config.get("dpf.api.auth.key").map(str::to_owned);
+    if api_key.is_none() {
+        tracing::warn!(
+            "dpf.api.auth.key is not set: the selector API is open to anyone who can reach it"
+        );
+    }
+    selector_api::serve_with_key(listener, selector, workers, api_key)?.await?;
     tracing::info!("selector stopped");
     Ok(())
 }
