@@ -275,6 +275,19 @@ fn api_error(
     }
 }
 
+/// `Authorization: Bearer $DPF_API_KEY` when the environment names a key (APIs started with
+/// `dpf.api.auth.key`).
+pub fn auth_headers() -> Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(key) = std::env::var("DPF_API_KEY") {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("DPF_API_KEY is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,17 +339,4 @@ mod tests {
         let error = api_error(&Method::GET, &url, reqwest::StatusCode::BAD_GATEWAY, b"");
         assert_eq!(error.to_string(), "GET http://h/x answered 502 Bad Gateway");
     }
-}
-
-/// `Authorization: Bearer $DPF_API_KEY` when the environment names a key (APIs started with
-/// `dpf.api.auth.key`).
-pub fn auth_headers() -> Result<reqwest::header::HeaderMap> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(key) = std::env::var("DPF_API_KEY") {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("DPF_API_KEY is not a valid header value")?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    Ok(headers)
 }
