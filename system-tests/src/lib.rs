@@ -95,7 +95,7 @@ impl Launcher {
             .trim()
             .rsplit(" on ")
             .next()
-            .filter(|url| url.starts_with("http://"))
+            .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
             .unwrap_or_else(|| {
                 panic!(
                     "{bin} did not start: {line:?}; log: {}",

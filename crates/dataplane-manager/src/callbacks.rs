@@ -45,6 +45,16 @@ impl CallbackDispatcher {
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap_or_default();
+        Self::with_client(registry, http, max_attempts, first_backoff)
+    }
+
+    /// A dispatcher using `http` (e.g. a client that trusts a private CA).
+    pub fn with_client(
+        registry: Arc<ControlPlaneRegistry>,
+        http: reqwest::Client,
+        max_attempts: u32,
+        first_backoff: Duration,
+    ) -> Self {
         Self {
             retried: Arc::default(),
             given_up: Arc::default(),

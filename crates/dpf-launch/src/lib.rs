@@ -195,11 +195,24 @@ pub fn build_data_plane(
         settings.lease
     );
 
+    let transfer_client = outbound_client(config, |b| {
+        b.connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+    })?;
     let transfers = TransferRegistry::builder()
         .source(Arc::new(transfer_fs::FileSourceFactory::new()))
         .and_then(|b| b.sink(Arc::new(transfer_fs::FileSinkFactory::new())))
-        .and_then(|b| b.source(Arc::new(transfer_http::HttpSourceFactory::default())))
-        .and_then(|b| b.sink(Arc::new(transfer_http::HttpSinkFactory::default())))
+        .and_then(|b| {
+            b.source(Arc::new(transfer_http::HttpSourceFactory::new(
+                transfer_client.clone(),
+            )))
+        })
+        .and_then(|b| {
+            b.sink(Arc::new(transfer_http::HttpSinkFactory::new(
+                transfer_client,
+            )))
+        })
         .map_err(anyhow::Error::msg)?
         .build();
     let mut known = transfers.source_types();
@@ -225,8 +238,13 @@ pub fn build_data_plane(
             })
             .with_context(|| format!("dpf.controlplane.{id}.endpoint"))?;
     }
-    let callbacks = CallbackDispatcher::new(
+    let callback_client = outbound_client(config, |b| {
+        b.connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+    })?;
+    let callbacks = CallbackDispatcher::with_client(
         control_planes.clone(),
+        callback_client,
         config.parse_or("dpf.callback.retry.limit", 10)?,
         millis("dpf.callback.retry.backoff", 500)?,
     );
@@ -239,6 +257,55 @@ pub fn build_data_plane(
         callbacks,
         settings,
     ))
+}
+
+/// The extra CA (`dpf.tls.ca`, PEM) outbound HTTPS calls trust besides the system's roots.
+fn extra_ca(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
+    config
+        .get("dpf.tls.ca")
+        .map(|path| std::fs::read(path).with_context(|| format!("cannot read dpf.tls.ca {path}")))
+        .transpose()
+}
+
+/// An HTTP client for outbound calls, trusting `dpf.tls.ca` when set.
+fn outbound_client(
+    config: &Config,
+    settings: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> anyhow::Result<reqwest::Client> {
+    let mut builder = settings(reqwest::Client::builder());
+    if let Some(pem) = extra_ca(config)? {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).context("dpf.tls.ca is not a PEM certificate")?,
+        );
+    }
+    builder.build().context("cannot build the HTTP client")
+}
+
+/// The rustls server configuration from `dpf.tls.cert` and `dpf.tls.key` (PEM), if both are set.
+pub fn server_tls(config: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let (Some(cert), Some(key)) = (config.get("dpf.tls.cert"), config.get("dpf.tls.key")) else {
+        anyhow::ensure!(
+            config.get("dpf.tls.cert").is_none() && config.get("dpf.tls.key").is_none(),
+            "dpf.tls.cert and dpf.tls.key go together"
+        );
+        return Ok(None);
+    };
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read dpf.tls.cert {cert}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("dpf.tls.cert {cert} is not PEM"))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read the key dpf.tls.key {key}"))?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .context("dpf.tls.cert and dpf.tls.key do not form a usable pair")?;
+    Ok(Some(tls))
 }
 
 fn serde_json_none() -> serde_json::Value {
@@ -358,9 +425,11 @@ pub async fn run_data_plane_process(
         format!("cannot listen on {host}:{port} (web.http.host / web.http.port)")
     })?;
     let address = listener.local_addr()?;
+    let tls = server_tls(&config)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public = config
         .get("dpf.public.url")
-        .map_or_else(|| format!("http://{address}/api/v1"), str::to_owned);
+        .map_or_else(|| format!("{scheme}://{address}/api/v1"), str::to_owned);
 
     let plane = build_data_plane(&config, flow_store, coordinator, &public)?;
     let background = plane.run().await.with_context(|| {
@@ -434,13 +503,16 @@ pub async fn run_data_plane_process(
     .workers(workers.max(1))
     // On SIGTERM, in-flight requests get a few seconds; then transfers stop and the replica
     // leaves the cluster, releasing its flows to its peers.
-    .shutdown_timeout(5)
-    .listen(listener)?
+    .shutdown_timeout(5);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     // Printed on stdout so scripts and tests can find the port when web.http.port=0.
-    println!("dpf data plane listening on http://{address}/api/v1");
+    println!("dpf data plane listening on {scheme}://{address}/api/v1");
     if mode == SelectorMode::Embedded {
-        println!("dpf selector listening on http://{address}{EMBEDDED_SELECTOR_PATH}");
+        println!("dpf selector listening on {scheme}://{address}{EMBEDDED_SELECTOR_PATH}");
     }
     tracing::info!(%address, runtime_id = %plane.config().runtime_id, public = %public, "data plane started");
     server.await?;

@@ -38,6 +38,8 @@ pub struct RemoteSelectorClientConfig {
     pub connect_timeout: Duration,
     /// API key of the selector (`Authorization: Bearer`), when it requires one.
     pub api_key: Option<String>,
+    /// An extra trusted CA (PEM) for an `https://` selector with a private certificate.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RemoteSelectorClientConfig {
@@ -60,6 +62,7 @@ impl RemoteSelectorClientConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             api_key: None,
+            ca_pem: None,
         }
     }
 }
@@ -104,9 +107,15 @@ impl RemoteSelectorClient {
             let path = format!("{}/", base_url.path());
             base_url.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
+            .connect_timeout(config.connect_timeout);
+        if let Some(pem) = &config.ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| SelectorError::InvalidInput(format!("bad CA certificate: {e}")))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
             .build()
             .map_err(|e| SelectorError::Internal(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {

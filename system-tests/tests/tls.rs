@@ -1,0 +1,169 @@
+//! A transfer end to end over HTTPS, with a CA and certificates generated in the test: two data
+//! planes serve TLS (dpf.tls.cert/key) and trust the CA for their outbound calls (dpf.tls.ca).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use serde_json::{json, Value};
+use system_tests::{
+    flow_message, random_bytes, sha256, sha256_file, simple_message, Launcher, PUSH,
+};
+
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        SanType::DnsName("localhost".try_into().unwrap()),
+    ];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca: ca.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = client.request(method, url).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_transfer_runs_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    for (name, text) in [
+        ("ca.pem", &pki.ca),
+        ("cert.pem", &pki.cert),
+        ("key.pem", &pki.key),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let tls = [
+        "-D".to_owned(),
+        format!("dpf.tls.cert={}", path("cert.pem")),
+        "-D".to_owned(),
+        format!("dpf.tls.key={}", path("key.pem")),
+        "-D".to_owned(),
+        format!("dpf.tls.ca={}", path("ca.pem")),
+        "-D".to_owned(),
+        "dpf.store.url=memory:".to_owned(),
+    ];
+    let args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    std::fs::create_dir_all(dir.path().join("p")).unwrap();
+    std::fs::create_dir_all(dir.path().join("c")).unwrap();
+    let provider = Launcher::start("dataplane-launcher", &args, &[], &dir.path().join("p"));
+    let consumer = Launcher::start("dataplane-launcher", &args, &[], &dir.path().join("c"));
+    assert!(
+        provider.base_url.starts_with("https://"),
+        "{}",
+        provider.base_url
+    );
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    // Plain HTTP to a TLS port does not work; HTTPS with the CA does.
+    let plain = reqwest::Client::new()
+        .get(provider.base_url.replace("https://", "http://") + "/health")
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    let payload = random_bytes(5 * 1024 * 1024 + 1, 21);
+    std::fs::write(dir.path().join("source.bin"), &payload).unwrap();
+    let (status, _) = call(
+        &client,
+        reqwest::Method::PUT,
+        &format!("{}/datasets/s", provider.base_url),
+        &json!({"type": "File", "path": path("source.bin")}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let destination = dir.path().join("received.bin");
+    let mut prepare = flow_message("tls-c", PUSH, "s", "c");
+    prepare["metadata"] = json!({"destination": {"type": "File", "path": destination}});
+    let (status, prepared) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/signaling/dataflows/prepare", consumer.base_url),
+        &prepare,
+    )
+    .await;
+    assert_eq!(status, 200, "{prepared}");
+    let address = prepared["dataAddress"].clone();
+    assert!(
+        address["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"),
+        "{address}"
+    );
+    let consumer_id = prepared["dataFlowId"].as_str().unwrap().to_owned();
+    call(
+        &client,
+        reqwest::Method::POST,
+        &format!(
+            "{}/signaling/dataflows/{consumer_id}/started",
+            consumer.base_url
+        ),
+        &simple_message(),
+    )
+    .await;
+
+    let mut start = flow_message("tls-p", PUSH, "s", "p");
+    start["dataAddress"] = address;
+    let (status, started) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/signaling/dataflows/start", provider.base_url),
+        &start,
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let id = started["dataFlowId"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = call(
+            &client,
+            reqwest::Method::GET,
+            &format!("{}/dataflows/{id}", provider.base_url),
+            &Value::Null,
+        )
+        .await;
+        if view["state"] == "COMPLETED" {
+            break;
+        }
+        assert_ne!(
+            view["state"],
+            "TERMINATED",
+            "{view}\n{}",
+            provider.log_text()
+        );
+        assert!(tokio::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sha256_file(&destination), sha256(&payload));
+}
