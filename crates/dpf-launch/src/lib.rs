@@ -408,16 +408,6 @@ pub async fn run_data_plane_process(
     if run_migrate_if_asked(&cli, &config).await? {
         return Ok(());
     }
-    let sql = open_sql_store(&config).await?;
-    let (flow_store, coordinator): (Arc<dyn DataFlowStore>, Arc<dyn dataplane_spi::Coordinator>) =
-        match &sql {
-            Some(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
-            None => {
-                let memory = Arc::new(dataplane_spi::memory::InMemoryDataFlowStore::new());
-                (memory.clone(), memory)
-            }
-        };
-
     let host = config.get_or("web.http.host", "127.0.0.1").to_owned();
     let port: u16 = config.parse_or("web.http.port", 8282)?;
     let workers: usize = config.parse_or("web.http.workers", 2)?;
@@ -430,6 +420,22 @@ pub async fn run_data_plane_process(
     let public = config
         .get("dpf.public.url")
         .map_or_else(|| format!("{scheme}://{address}/api/v1"), str::to_owned);
+    // Printed on stdout as soon as the port answers, so scripts and tests can find it when
+    // web.http.port=0 (the store may still be coming up).
+    println!("dpf data plane listening on {scheme}://{address}/api/v1");
+    if mode == SelectorMode::Embedded {
+        println!("dpf selector listening on {scheme}://{address}{EMBEDDED_SELECTOR_PATH}");
+    }
+
+    let sql = open_store_patiently(&config, &listener, tls.clone()).await?;
+    let (flow_store, coordinator): (Arc<dyn DataFlowStore>, Arc<dyn dataplane_spi::Coordinator>) =
+        match &sql {
+            Some(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
+            None => {
+                let memory = Arc::new(dataplane_spi::memory::InMemoryDataFlowStore::new());
+                (memory.clone(), memory)
+            }
+        };
 
     let plane = build_data_plane(&config, flow_store, coordinator, &public)?;
     let background = plane.run().await.with_context(|| {
@@ -509,11 +515,6 @@ pub async fn run_data_plane_process(
         None => server.listen(listener)?,
     }
     .run();
-    // Printed on stdout so scripts and tests can find the port when web.http.port=0.
-    println!("dpf data plane listening on {scheme}://{address}/api/v1");
-    if mode == SelectorMode::Embedded {
-        println!("dpf selector listening on {scheme}://{address}{EMBEDDED_SELECTOR_PATH}");
-    }
     tracing::info!(%address, runtime_id = %plane.config().runtime_id, public = %public, "data plane started");
     server.await?;
     if let Some(task) = registration_task {
@@ -541,6 +542,70 @@ impl selector_spi::CandidateFilter for BaselineFilter {
             .ok()
             .map(|b| b.members)
     }
+}
+
+/// Opens the store; while a PostgreSQL store is unreachable, keeps retrying (with backoff, up to
+/// 5 s apart) and serves a stand-in on the port: `/health` 200, `/ready` and everything else
+/// 503 with the reason. A data plane started before its database therefore comes up on its own
+/// instead of crashing.
+async fn open_store_patiently(
+    config: &Config,
+    listener: &std::net::TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> anyhow::Result<Option<SqlStore>> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+
+    let mut backoff = Duration::from_millis(250);
+    let mut standin: Option<actix_web::dev::ServerHandle> = None;
+    let reason = Arc::new(std::sync::Mutex::new(String::new()));
+    let result = loop {
+        match open_sql_store(config).await {
+            Ok(store) => break Ok(store),
+            Err(error) => {
+                let retryable = error
+                    .chain()
+                    .any(|cause| matches!(cause.downcast_ref::<dataplane_spi::StoreError>(), Some(e) if e.is_retryable()));
+                if !retryable {
+                    break Err(error);
+                }
+                tracing::warn!(error = %format!("{error:#}"), retry_in = ?backoff, "store unreachable; retrying");
+                if let Ok(mut r) = reason.lock() {
+                    *r = format!("store unreachable: {error:#}");
+                }
+                if standin.is_none() {
+                    let reason = reason.clone();
+                    let server = HttpServer::new(move || {
+                        let reason = reason.clone();
+                        App::new()
+                            .route("/api/v1/health", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "UP"})) }))
+                            .default_service(web::to(move || {
+                                let reason = reason.lock().map(|r| r.clone()).unwrap_or_default();
+                                async move {
+                                    HttpResponse::ServiceUnavailable()
+                                        .json(serde_json::json!({"status": "NOT_READY", "error": reason, "code": "UNAVAILABLE"}))
+                                }
+                            }))
+                    })
+                    .workers(1)
+                    .disable_signals();
+                    let copy = listener.try_clone()?;
+                    let server = match tls.clone() {
+                        Some(tls) => server.listen_rustls_0_23(copy, tls)?,
+                        None => server.listen(copy)?,
+                    }
+                    .run();
+                    standin = Some(server.handle());
+                    tokio::spawn(server);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    if let Some(handle) = standin {
+        handle.stop(false).await;
+    }
+    result
 }
 
 /// Where the embedded launcher serves the selector API.
