@@ -128,8 +128,7 @@ async fn replicas_wait_for_the_database_and_survive_an_outage() {
         let last = data
             .uploads(&format!("o-{i}"))
             .into_iter()
-            .filter(|u| u.complete)
-            .last()
+            .rfind(|u| u.complete)
             .unwrap();
         assert_eq!(last.sha256.as_deref(), Some(expected.as_str()), "flow {i}");
     }
