@@ -416,3 +416,74 @@ async fn min_live_adjusts_at_once() {
     );
     assert!(killed.elapsed() < Duration::from_millis(2500));
 }
+
+/// A selector on the cluster's store never offers a data plane outside the baseline, and
+/// offers it as soon as it is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn selector_offers_only_baseline_members() {
+    let _serial = system_tests::serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::spawn_blocking(postgres_store_url)
+        .await
+        .unwrap();
+    let configured = ["-D", "dpf.cluster.baseline=r0,r1,r2"];
+    let r0 = replica(dir.path(), &store, "r0", &configured);
+    let r1 = replica(dir.path(), &store, "r1", &configured);
+    let r2 = replica(dir.path(), &store, "r2", &configured);
+    let r3 = replica(dir.path(), &store, "r3", &[]);
+    wait_baseline(&r0.base_url, Duration::from_secs(5), |v| {
+        v["state"] == "ACTIVE" && v["others"] == json!(["r3"])
+    })
+    .await;
+
+    // The selector shares the store and knows all four replicas.
+    let mut selector_args = vec!["-D".to_owned(), format!("dpf.store.url={store}")];
+    for (name, plane) in [("r0", &r0), ("r1", &r1), ("r2", &r2), ("r3", &r3)] {
+        selector_args.push("-D".to_owned());
+        selector_args.push(format!(
+            "edc.dpf.selector.{name}.url={}/signaling",
+            plane.base_url
+        ));
+    }
+    let selector_args: Vec<&str> = selector_args.iter().map(String::as_str).collect();
+    let selector_dir = dir.path().join("selector");
+    std::fs::create_dir_all(&selector_dir).unwrap();
+    let selector = Launcher::start("selector-launcher", &selector_args, &[], &selector_dir);
+    let (status, listed) = get(&format!("{}/dataplanes", selector.base_url)).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+
+    let select = |selector: String| async move {
+        let (status, chosen) = post(
+            &format!("{selector}/dataplanes/select"),
+            &json!({"profile": PUSH, "strategy": "round-robin"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{chosen}");
+        chosen["id"].as_str().unwrap().to_owned()
+    };
+    let mut chosen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        chosen.insert(select(selector.base_url.clone()).await);
+    }
+    assert_eq!(
+        chosen.into_iter().collect::<Vec<_>>(),
+        vec!["r0", "r1", "r2"],
+        "the selector offered a replica outside the baseline"
+    );
+
+    let (status, view) = post(
+        &format!("{}/cluster/baseline/add", r0.base_url),
+        &json!({"members": ["r3"], "expectedVersion": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    let mut chosen = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        chosen.insert(select(selector.base_url.clone()).await);
+    }
+    assert!(
+        chosen.contains("r3"),
+        "r3 not offered after joining the baseline: {chosen:?}"
+    );
+}
