@@ -216,6 +216,17 @@ pub fn postgres_store_url() -> String {
     test_utils::postgres_database().url().to_owned()
 }
 
+/// Registers `id` on the data plane at `base` as an `HttpData` dataset read from `url`.
+pub async fn put_http_dataset(base: &str, id: &str, url: &str) {
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/datasets/{id}"),
+        Some(&serde_json::json!({"type": "HttpData", "baseUrl": url})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Sends a request with an optional JSON body; returns the status and the JSON body (Null when
 /// empty or not JSON).
 pub async fn call(method: reqwest::Method, url: &str, body: Option<&Value>) -> (u16, Value) {

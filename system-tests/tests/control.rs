@@ -42,13 +42,7 @@ async fn suspend_stops_the_data_resume_continues_terminate_is_final() {
     let data = DataServer::start();
     let len = 24 * 1024 * 1024;
     let url = slow_source(&data, "slow", len);
-    let response = reqwest::Client::new()
-        .put(format!("{base}/datasets/slow"))
-        .json(&json!({"type": "HttpData", "baseUrl": url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    system_tests::put_http_dataset(&base, "slow", &url).await;
     let id = start_push(&base, "ctl-1", "slow", &data.upload_url("sink")).await;
 
     // Let some data flow, then suspend.
@@ -156,4 +150,38 @@ async fn terminate_stops_for_good() {
     let (_, view) = system_tests::get(&format!("{base}/dataflows/{id}")).await;
     assert_eq!(view["state"], "TERMINATED");
     assert_eq!(view["errorDetail"], "policy");
+}
+
+/// JSON logs: every line is a JSON object naming the replica; the lines about a flow name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_logs_name_the_replica_on_every_line_and_the_flow_on_flow_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = Launcher::start(
+        "dataplane-launcher",
+        &["-D", "edc.runtime.id=log-r1", "-D", "dpf.log.format=json"],
+        &[],
+        dir.path(),
+    );
+    let base = plane.base_url.clone();
+    let data = DataServer::start();
+    let url = data.put("small", Content::Bytes(system_tests::random_bytes(4096, 3)));
+    system_tests::put_http_dataset(&base, "small", &url).await;
+    let id = start_push(&base, "log-1", "small", &data.upload_url("sink")).await;
+    wait_flow(&base, &id, TIMEOUT, |v| v["state"] == "COMPLETED").await;
+
+    let log = plane.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        assert_eq!(line["runtimeId"], "log-r1", "{line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["flow_id"] == id.as_str() && l["fields"]["process_id"] == "log-1"),
+        "no line names the flow:\n{log}"
+    );
 }

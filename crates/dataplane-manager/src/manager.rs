@@ -2401,6 +2401,20 @@ impl DataPlane {
 
     /// 503 while the cluster is INACTIVE, naming the missing baseline members.
     async fn require_active(&self) -> Result<()> {
+        let inactive = |manager: &Self| {
+            manager
+                .topology
+                .lock()
+                .is_ok_and(|t| t.baseline.is_some() && t.state == ClusterState::Inactive)
+        };
+        if !inactive(self) {
+            return Ok(());
+        }
+        // The cached view may predate an activation: re-read it before refusing (only on this
+        // refusal path, so the common case costs nothing).
+        if let Err(error) = self.refresh_topology().await {
+            tracing::debug!(%error, "cannot refresh the topology; using the cached view");
+        }
         let topology = self.topology.lock().map(|t| t.clone()).ok();
         let Some(Topology {
             baseline: Some((baseline, _)),

@@ -56,21 +56,92 @@ pub fn load_config(cli: &Cli, defaults: &[(&str, &str)]) -> anyhow::Result<Confi
     Ok(Config::load(defaults, cli.config.as_deref(), &cli.set)?)
 }
 
-/// Text or JSON logs on stderr, filtered by `RUST_LOG` or `dpf.log.level`.
-pub fn init_logging(config: &Config) {
+/// Text or JSON logs on stderr, filtered by `RUST_LOG` or `dpf.log.level`. Every line carries
+/// the process's runtime id (`edc.runtime.id`, else `default_runtime`): text lines start with
+/// `runtime=ID`, JSON objects have a `runtimeId` field. Flow and process ids are fields of the
+/// events that concern a flow.
+pub fn init_logging(config: &Config, default_runtime: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(config.get_or("dpf.log.level", "info"))
     });
     use std::io::IsTerminal;
+    let runtime = config.get_or("edc.runtime.id", default_runtime).to_owned();
     // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if config.get_or("dpf.log.format", "text") == "json" {
-        builder.json().init();
+        let format = tracing_subscriber::fmt::format().json();
+        builder
+            .event_format(RuntimeTagged::json(runtime, format))
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .init();
     } else {
-        builder.init();
+        let format = tracing_subscriber::fmt::format();
+        builder
+            .event_format(RuntimeTagged::text(runtime, format))
+            .init();
+    }
+}
+
+/// Adds the runtime id to every event an inner formatter writes.
+struct RuntimeTagged<F> {
+    inner: F,
+    /// Text: `runtime=ID `. JSON: `"runtimeId":"ID",` (inserted after the opening brace).
+    tag: String,
+    json: bool,
+}
+
+impl<F> RuntimeTagged<F> {
+    fn text(runtime: String, inner: F) -> Self {
+        Self {
+            inner,
+            tag: format!("runtime={runtime} "),
+            json: false,
+        }
+    }
+
+    fn json(runtime: String, inner: F) -> Self {
+        let value = serde_json::Value::String(runtime);
+        Self {
+            inner,
+            tag: format!("\"runtimeId\":{value},"),
+            json: true,
+        }
+    }
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for RuntimeTagged<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if !self.json {
+            writer.write_str(&self.tag)?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                writer.write_char('{')?;
+                writer.write_str(&self.tag)?;
+                writer.write_str(rest)
+            }
+            None => writer.write_str(&line),
+        }
     }
 }
 
@@ -404,7 +475,7 @@ pub async fn run_data_plane_process(
         println!("{}", config.dump(DUMP_PREFIXES));
         return Ok(());
     }
-    init_logging(&config);
+    init_logging(&config, "dataplane");
     if run_migrate_if_asked(&cli, &config).await? {
         return Ok(());
     }

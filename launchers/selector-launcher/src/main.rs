@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.dump(DUMP_PREFIXES));
         return Ok(());
     }
-    init_logging(&config);
+    init_logging(&config, "selector");
     if run_migrate_if_asked(&cli, &config).await? {
         return Ok(());
     }
