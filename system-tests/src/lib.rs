@@ -78,7 +78,15 @@ impl Launcher {
             "{bin}-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
+        // Tests talk plain HTTP to local fakes; a test that wants the DPS profile's HTTPS
+        // enforcement passes `-D dpf.http.insecure=false` (later flags win).
+        let insecure: &[&str] = if bin == "dataplane-launcher" {
+            &["-D", "dpf.http.insecure=true"]
+        } else {
+            &[]
+        };
         let mut child = Command::new(binary(bin))
+            .args(insecure)
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "info")

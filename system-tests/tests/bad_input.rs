@@ -148,3 +148,74 @@ async fn every_endpoint_refuses_bad_input_with_json_and_changes_nothing() {
     let (_, view) = get(&format!("{b}/dataflows/{id}")).await;
     assert_eq!(view["state"], "STARTED");
 }
+
+/// A second upload while one is still being received is refused with 503 (senders retry) and
+/// leaves the first one intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_upload_is_refused_and_does_not_touch_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = Launcher::start("dataplane-launcher", &[], &[], dir.path());
+    let b = plane.base_url.clone();
+    let destination = dir.path().join("upload.bin");
+    let mut prepare = flow_message("upload-1", PUSH, "ds", "p");
+    prepare["metadata"] = json!({"destination": {"type": "File", "path": destination}});
+    let (status, prepared) = post(&format!("{b}/signaling/dataflows/prepare"), &prepare).await;
+    assert_eq!(status, 200, "{prepared}");
+    let ingest = prepared["dataAddress"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = prepared["dataAddress"]["endpointProperties"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let client = reqwest::Client::new();
+    let first = tokio::spawn({
+        let request = client
+            .post(&ingest)
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+            )));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    tx.send(Ok(bytes::Bytes::from_static(b"first-")))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(&destination).unwrap_or_default() != b"first-" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first upload wrote nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let second = client
+        .post(&ingest)
+        .bearer_auth(&token)
+        .body("second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    let body: Value = second.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("still being received"),
+        "{body}"
+    );
+
+    tx.send(Ok(bytes::Bytes::from_static(b"rest")))
+        .await
+        .unwrap();
+    drop(tx);
+    let status = first.await.unwrap();
+    assert!((200..300).contains(&status), "{status}");
+    assert_eq!(std::fs::read(&destination).unwrap(), b"first-rest");
+}

@@ -317,7 +317,11 @@ async fn inactive_changes_refused_and_identity_checked() {
         ("r5", foreign, "belongs to cluster another-cluster"),
         ("r6", ahead, "ahead of the cluster's"),
     ] {
-        let args = args(&store, name, &["-D", "web.http.port=0"]);
+        let args = args(
+            &store,
+            name,
+            &["-D", "web.http.port=0", "-D", "dpf.http.insecure=true"],
+        );
         let output = std::process::Command::new(system_tests::binary("dataplane-launcher"))
             .args(&args)
             .current_dir(&dir)

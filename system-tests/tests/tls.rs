@@ -68,6 +68,9 @@ async fn a_push_transfer_runs_over_https() {
         format!("dpf.tls.ca={}", path("ca.pem")),
         "-D".to_owned(),
         "dpf.store.url=memory:".to_owned(),
+        // The DPS HTTP profile's HTTPS requirement is enforced (the harness default is off).
+        "-D".to_owned(),
+        "dpf.http.insecure=false".to_owned(),
     ];
     let args: Vec<&str> = tls.iter().map(String::as_str).collect();
     std::fs::create_dir_all(dir.path().join("p")).unwrap();
@@ -166,4 +169,56 @@ async fn a_push_transfer_runs_over_https() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(sha256_file(&destination), sha256(&payload));
+
+    // Plain-HTTP destinations and callback endpoints are refused, and nothing is created.
+    let mut plain = flow_message("tls-plain", PUSH, "s", "p");
+    plain["dataAddress"] = json!({"endpointType": PUSH, "endpoint": "http://127.0.0.1:9/sink"});
+    let (status, body) = call(
+        &client,
+        reqwest::Method::POST,
+        &format!("{}/signaling/dataflows/start", provider.base_url),
+        &plain,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("requires HTTPS"),
+        "{body}"
+    );
+    let (status, _) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/dataflows/tls-plain", provider.base_url),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = call(
+        &client,
+        reqwest::Method::PUT,
+        &format!("{}/signaling/controlplanes", provider.base_url),
+        &json!({"controlplaneId": "cp", "endpoint": "http://127.0.0.1:9/callbacks",
+                "authorization": {"type": "none"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("requires HTTPS"),
+        "{body}"
+    );
+}
+
+/// Without a certificate the data plane refuses to serve plain HTTP unless told it may.
+#[test]
+fn plain_http_needs_the_explicit_insecure_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(system_tests::binary("dataplane-launcher"))
+        .args(["-D", "web.http.port=0", "-D", "dpf.store.url=memory:"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to serve plain HTTP"), "{stderr}");
+    assert!(stderr.contains("dpf.http.insecure=true"), "{stderr}");
 }

@@ -48,6 +48,10 @@ pub struct DataPlaneConfig {
     /// (push destinations, pull sources) must name one of these hosts — `host`, `*.domain`, or
     /// an IP network `a.b.c.d/n` (matched against IP literals) — else the message is refused.
     pub allowed_hosts: Vec<String>,
+    /// Whether HTTP addresses received in DPS messages (push destinations, pull sources) and
+    /// control-plane callback endpoints must be `https://`, as the DPS HTTP profile requires.
+    /// Off in the library; the launchers turn it on unless `dpf.http.insecure=true`.
+    pub require_https: bool,
 }
 
 impl DataPlaneConfig {
@@ -73,6 +77,7 @@ impl DataPlaneConfig {
             data_dir: PathBuf::from("./dpf-data"),
             allow_file_addresses: false,
             allowed_hosts: Vec::new(),
+            require_https: false,
         }
     }
 

@@ -13,6 +13,7 @@ use crate::DataPlaneError;
 #[derive(Debug, Default)]
 pub struct ControlPlaneRegistry {
     entries: RwLock<BTreeMap<String, ControlPlaneRegistration>>,
+    require_https: std::sync::atomic::AtomicBool,
 }
 
 impl ControlPlaneRegistry {
@@ -21,10 +22,17 @@ impl ControlPlaneRegistry {
         Self::default()
     }
 
+    /// Refuses plain `http://` endpoints from now on (the DPS HTTP profile requires HTTPS).
+    pub fn require_https(&self, on: bool) {
+        self.require_https
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Adds or replaces a registration.
     ///
     /// # Errors
-    /// [`DataPlaneError::InvalidInput`] for a blank id or an endpoint that is not an http(s) URL.
+    /// [`DataPlaneError::InvalidInput`] for a blank id, an endpoint that is not an http(s) URL,
+    /// or an `http://` endpoint when HTTPS is required.
     pub fn put(&self, registration: ControlPlaneRegistration) -> Result<(), DataPlaneError> {
         if registration.controlplane_id.trim().is_empty() {
             return Err(DataPlaneError::InvalidInput(
@@ -32,6 +40,15 @@ impl ControlPlaneRegistry {
             ));
         }
         match url::Url::parse(&registration.endpoint) {
+            Ok(url)
+                if url.scheme() == "http"
+                    && self.require_https.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "endpoint '{}' is plain HTTP: the DPS HTTP profile requires HTTPS (dpf.http.insecure=true allows it for development)",
+                    registration.endpoint
+                )))
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => {
                 return Err(DataPlaneError::InvalidInput(format!(

@@ -317,6 +317,7 @@ impl DataPlane {
         callbacks: CallbackDispatcher,
         config: DataPlaneConfig,
     ) -> Arc<Self> {
+        control_planes.require_https(config.require_https);
         Arc::new(Self {
             metrics: Metrics::default(),
             store,
@@ -486,6 +487,18 @@ impl DataPlane {
             return Err(DataPlaneError::InvalidInput(
                 "file:// data addresses are disabled on this data plane (dpf.transfer.allow-file-addresses)".into(),
             ));
+        }
+        if self.config.require_https && resource.type_name() == Some(dataplane_spi::HTTP_DATA_TYPE)
+        {
+            let url = resource.get("baseUrl").unwrap_or_default();
+            if url
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+            {
+                return Err(DataPlaneError::InvalidInput(format!(
+                    "address '{url}' is plain HTTP: the DPS HTTP profile requires HTTPS (dpf.http.insecure=true allows it for development)"
+                )));
+            }
         }
         // Server-side request forgery protection: only allow-listed hosts, when configured.
         if !self.config.allowed_hosts.is_empty()
@@ -1237,8 +1250,8 @@ impl DataPlane {
     /// for the bytes written.
     ///
     /// # Errors
-    /// 401 wrong token, 409 when the flow is not a PREPARED/STARTED consumer-push flow, an
-    /// upload is already running, or `offset` is not the current offset.
+    /// 401 wrong token, 409 when the flow is not a PREPARED/STARTED consumer-push flow or
+    /// `offset` is not the current offset, 503 while an earlier upload is still running.
     pub async fn begin_ingest(
         self: &Arc<Self>,
         id: &str,
@@ -1271,7 +1284,7 @@ impl DataPlane {
         };
         let flow_id = flow.id.clone();
         // The flow completes on the control plane's `completed`; the upload only moves bytes.
-        let task = tokio::spawn(async move {
+        let upload = async move {
             let result = sink
                 .write(counted(input, progress))
                 .await
@@ -1293,25 +1306,40 @@ impl DataPlane {
                 tracing::debug!(%flow_id, offset, bytes, "ingest finished");
             }
             let _ = done_tx.send(result.map(|bytes| offset + bytes));
-        });
-        self.register_running(&flow.id, flow.epoch, task)?;
+        };
+        self.register_running(&flow.id, flow.epoch, || tokio::spawn(upload))?;
         Ok((sender, done_rx))
     }
 
-    fn register_running(&self, flow_id: &str, epoch: i64, handle: JoinHandle<()>) -> Result<()> {
+    /// Starts `start`'s task for `flow_id` unless an earlier one is still running: the check
+    /// comes first, so a refused upload never touches the destination. A previous upload still
+    /// running is usually the connection of a sender that just lost its flow to another replica
+    /// and is about to be closed: 503, which senders retry.
+    fn register_running(
+        &self,
+        flow_id: &str,
+        epoch: i64,
+        start: impl FnOnce() -> JoinHandle<()>,
+    ) -> Result<()> {
         let mut running = self
             .running
             .lock()
             .map_err(|_| DataPlaneError::Internal("running-flow table lock poisoned".into()))?;
-        if let Some(existing) = running.get(flow_id) {
-            if !existing.handle.is_finished() {
-                handle.abort();
-                return Err(DataPlaneError::Conflict(format!(
-                    "a transfer of data flow '{flow_id}' is already running"
-                )));
-            }
+        if running
+            .get(flow_id)
+            .is_some_and(|existing| !existing.handle.is_finished())
+        {
+            return Err(DataPlaneError::Unavailable(format!(
+                "an earlier upload to data flow '{flow_id}' is still being received; retry shortly"
+            )));
         }
-        running.insert(flow_id.to_owned(), Running { epoch, handle });
+        running.insert(
+            flow_id.to_owned(),
+            Running {
+                epoch,
+                handle: start(),
+            },
+        );
         Ok(())
     }
 

@@ -206,6 +206,7 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
     ("dpf.dataplane.max-concurrent-flows", "0"),
     ("dpf.retention.age", "604800000"),
     ("dpf.transfer.allow-file-addresses", "false"),
+    ("dpf.http.insecure", "false"),
     ("dpf.checkpoint.bytes", "67108864"),
     ("dpf.checkpoint.interval", "5000"),
     ("dpf.log.level", "info"),
@@ -248,6 +249,7 @@ pub fn build_data_plane(
                 .collect()
         })
         .unwrap_or_default();
+    settings.require_https = !config.parse_or("dpf.http.insecure", false)?;
     settings.initial_baseline = config.get("dpf.cluster.baseline").map(|list| {
         list.split(',')
             .map(str::trim)
@@ -487,6 +489,21 @@ pub async fn run_data_plane_process(
     })?;
     let address = listener.local_addr()?;
     let tls = server_tls(&config)?;
+    let insecure: bool = config.parse_or("dpf.http.insecure", false)?;
+    // HTTPS here, or at a TLS-terminating proxy whose https:// address is dpf.public.url.
+    let public_https = config.get("dpf.public.url").is_some_and(|url| {
+        url.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    });
+    anyhow::ensure!(
+        tls.is_some() || public_https || insecure,
+        "refusing to serve plain HTTP: the DPS HTTP profile requires HTTPS. Set dpf.tls.cert and \
+         dpf.tls.key (or dpf.public.url=https://… behind a TLS-terminating proxy), or \
+         dpf.http.insecure=true for development on a trusted network"
+    );
+    if insecure {
+        tracing::warn!("dpf.http.insecure=true: plain HTTP is served and accepted in DPS messages");
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public = config
         .get("dpf.public.url")
@@ -537,20 +554,32 @@ pub async fn run_data_plane_process(
         }
         SelectorMode::Remote => None,
     };
-    let client: Option<Arc<dyn SelectorClient>> =
-        match (&selector, config.get("edc.dpf.selector.url")) {
-            (Some(selector), _) => Some(Arc::new(selector_client::LocalSelectorClient::new(
-                selector.clone(),
-            ))),
-            (None, Some(url)) => Some(Arc::new(
-                selector_client::RemoteSelectorClient::for_url(url)
-                    .context("invalid edc.dpf.selector.url")?,
-            )),
-            (None, None) => {
-                tracing::info!("edc.dpf.selector.url is not set: not registering with a selector");
-                None
-            }
-        };
+    let client: Option<Arc<dyn SelectorClient>> = match (
+        &selector,
+        config.get("edc.dpf.selector.url"),
+    ) {
+        (Some(selector), _) => Some(Arc::new(selector_client::LocalSelectorClient::new(
+            selector.clone(),
+        ))),
+        (None, Some(url))
+            if url
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+                && !insecure =>
+        {
+            anyhow::bail!(
+                    "edc.dpf.selector.url {url} is plain HTTP: use https:// or dpf.http.insecure=true for development"
+                )
+        }
+        (None, Some(url)) => Some(Arc::new(
+            selector_client::RemoteSelectorClient::for_url(url)
+                .context("invalid edc.dpf.selector.url")?,
+        )),
+        (None, None) => {
+            tracing::info!("edc.dpf.selector.url is not set: not registering with a selector");
+            None
+        }
+    };
     let registration_task = client.map(|client| {
         spawn_self_registration(
             client,

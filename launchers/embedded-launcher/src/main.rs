@@ -14,6 +14,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("web.http.host", "127.0.0.1"),
     ("web.http.port", "8080"),
     ("web.http.workers", "2"),
+    // The quick start: plain HTTP on localhost. Production deployments set dpf.tls.cert/key
+    // and dpf.http.insecure=false (docs/operations.md).
+    ("dpf.http.insecure", "true"),
 ];
 
 #[actix_web::main]
