@@ -491,10 +491,7 @@ impl DataPlane {
         if self.config.require_https && resource.type_name() == Some(dataplane_spi::HTTP_DATA_TYPE)
         {
             let url = resource.get("baseUrl").unwrap_or_default();
-            if url
-                .get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-            {
+            if dataplane_spi::has_scheme(url, "http") {
                 return Err(DataPlaneError::InvalidInput(format!(
                     "address '{url}' is plain HTTP: the DPS HTTP profile requires HTTPS (dpf.http.insecure=true allows it for development)"
                 )));

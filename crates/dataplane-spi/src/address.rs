@@ -172,3 +172,25 @@ impl ResourceAddress {
         serde_json::Value::Object(self.0.clone().into_iter().collect())
     }
 }
+
+/// Whether `url` starts with `scheme://` (ASCII case-insensitive), e.g. to tell plain-HTTP
+/// addresses from HTTPS ones without parsing them.
+pub fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(found, _)| found.eq_ignore_ascii_case(scheme))
+}
+
+#[cfg(test)]
+mod scheme_tests {
+    use super::has_scheme;
+
+    #[test]
+    fn has_scheme_is_case_insensitive_and_exact() {
+        assert!(has_scheme("HTTP://a/b", "http"));
+        assert!(has_scheme("https://a", "https"));
+        assert!(!has_scheme("https://a", "http"));
+        assert!(!has_scheme("httpx://a", "http"));
+        assert!(!has_scheme("a/http://b", "http"));
+        assert!(!has_scheme("", "http"));
+    }
+}

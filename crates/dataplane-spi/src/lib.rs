@@ -30,7 +30,8 @@ mod transfer;
 pub mod conformance;
 
 pub use address::{
-    DataAddress, EndpointProperty, ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE, HTTP_PULL, HTTP_PUSH,
+    has_scheme, DataAddress, EndpointProperty, ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE,
+    HTTP_PULL, HTTP_PUSH,
 };
 pub use coordination::{
     CoordinationError, CoordinationResult, Coordinator, Expected, KvEntry, KvEvent, KvEventKind,

@@ -274,6 +274,27 @@ macro_rules! fenced_miss {
     }};
 }
 
+impl SqlStore {
+    /// The flow whose `column` (`id` or `process_id`, both unique) equals `value`.
+    async fn find_one(&self, column: &'static str, value: &str) -> StoreResult<Option<DataFlow>> {
+        let value = value.to_owned();
+        Ok(self
+            .run(move |pools| {
+                with_conn!(pools, |conn, backend| {
+                    let rows = diesel::sql_query(backend.sql(&format!(
+                        "SELECT {FLOW_COLUMNS} FROM data_flows WHERE {column} = ?"
+                    )))
+                    .bind::<Text, _>(&value)
+                    .load::<FlowRow>(conn)?;
+                    flows(rows)
+                })
+            })
+            .await?
+            .into_iter()
+            .next())
+    }
+}
+
 #[async_trait]
 impl DataFlowStore for SqlStore {
     async fn now(&self) -> StoreResult<DateTime<Utc>> {
@@ -339,39 +360,11 @@ impl DataFlowStore for SqlStore {
     }
 
     async fn find(&self, id: &str) -> StoreResult<Option<DataFlow>> {
-        let id = id.to_owned();
-        Ok(self
-            .run(move |pools| {
-                with_conn!(pools, |conn, backend| {
-                    let rows = diesel::sql_query(backend.sql(&format!(
-                        "SELECT {FLOW_COLUMNS} FROM data_flows WHERE id = ?"
-                    )))
-                    .bind::<Text, _>(&id)
-                    .load::<FlowRow>(conn)?;
-                    flows(rows)
-                })
-            })
-            .await?
-            .into_iter()
-            .next())
+        self.find_one("id", id).await
     }
 
     async fn find_by_process_id(&self, process_id: &str) -> StoreResult<Option<DataFlow>> {
-        let process_id = process_id.to_owned();
-        Ok(self
-            .run(move |pools| {
-                with_conn!(pools, |conn, backend| {
-                    let rows = diesel::sql_query(backend.sql(&format!(
-                        "SELECT {FLOW_COLUMNS} FROM data_flows WHERE process_id = ?"
-                    )))
-                    .bind::<Text, _>(&process_id)
-                    .load::<FlowRow>(conn)?;
-                    flows(rows)
-                })
-            })
-            .await?
-            .into_iter()
-            .next())
+        self.find_one("process_id", process_id).await
     }
 
     async fn list(&self, states: &[DataFlowState], max: usize) -> StoreResult<Vec<DataFlow>> {

@@ -491,10 +491,9 @@ pub async fn run_data_plane_process(
     let tls = server_tls(&config)?;
     let insecure: bool = config.parse_or("dpf.http.insecure", false)?;
     // HTTPS here, or at a TLS-terminating proxy whose https:// address is dpf.public.url.
-    let public_https = config.get("dpf.public.url").is_some_and(|url| {
-        url.get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-    });
+    let public_https = config
+        .get("dpf.public.url")
+        .is_some_and(|url| dataplane_spi::has_scheme(url, "https"));
     anyhow::ensure!(
         tls.is_some() || public_https || insecure,
         "refusing to serve plain HTTP: the DPS HTTP profile requires HTTPS. Set dpf.tls.cert and \
@@ -561,12 +560,7 @@ pub async fn run_data_plane_process(
         (Some(selector), _) => Some(Arc::new(selector_client::LocalSelectorClient::new(
             selector.clone(),
         ))),
-        (None, Some(url))
-            if url
-                .get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-                && !insecure =>
-        {
+        (None, Some(url)) if dataplane_spi::has_scheme(url, "http") && !insecure => {
             anyhow::bail!(
                     "edc.dpf.selector.url {url} is plain HTTP: use https:// or dpf.http.insecure=true for development"
                 )
