@@ -72,21 +72,50 @@ impl Launcher {
         Self::spawn(bin, &all, envs, dir)
     }
 
+    /// Starts `bin` with `args` plus `-D web.http.port=0` in `dir` **without** the test
+    /// relaxations [`Launcher::start`] adds (plain HTTP, loopback peers, files anywhere under
+    /// `dir`): the launcher's own defaults apply, as an attacker would find them.
+    pub fn start_strict(bin: &str, args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Self {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-D", "web.http.port=0"]);
+        Self::spawn_with(bin, &all, envs, dir, false)
+    }
+
     fn spawn(bin: &str, args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Self {
+        Self::spawn_with(bin, args, envs, dir, true)
+    }
+
+    fn spawn_with(
+        bin: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        dir: &Path,
+        relaxed: bool,
+    ) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(format!(
             "{bin}-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        // Tests talk plain HTTP to local fakes; a test that wants the DPS profile's HTTPS
-        // enforcement passes `-D dpf.http.insecure=false` (later flags win).
-        let insecure: &[&str] = if bin == "dataplane-launcher" {
-            &["-D", "dpf.http.insecure=true"]
-        } else {
-            &[]
+        // Tests talk plain HTTP to local fakes on loopback and name files anywhere in their
+        // temporary directory; a test that wants a stricter policy passes its own `-D` flags
+        // (later flags win) or uses `start_strict`.
+        let root = format!("dpf.transfer.file.root={}", dir.display());
+        let relaxations: Vec<&str> = match (relaxed, bin) {
+            (true, "dataplane-launcher") => vec![
+                "-D",
+                "dpf.http.insecure=true",
+                "-D",
+                "dpf.transfer.denied-networks=",
+                "-D",
+                &root,
+            ],
+            (true, "embedded-launcher") => vec!["-D", "dpf.transfer.denied-networks=", "-D", &root],
+            (true, "selector-launcher") => vec!["-D", "dpf.http.insecure=true"],
+            _ => Vec::new(),
         };
         let mut child = Command::new(binary(bin))
-            .args(insecure)
+            .args(&relaxations)
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
@@ -200,13 +229,17 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 pub fn start_replicas(count: usize, store_url: &str, extra: &[&str], dir: &Path) -> Vec<Launcher> {
     let handles: Vec<_> = (0..count)
         .map(|i| {
+            let root = dir.to_path_buf();
             let dir = dir.join(format!("r{i}"));
             std::fs::create_dir_all(&dir).unwrap();
+            // The replicas share one file root, `dir` (a shared volume in production).
             let mut args: Vec<String> = vec![
                 "-D".into(),
                 format!("edc.runtime.id=r{i}"),
                 "-D".into(),
                 format!("dpf.store.url={store_url}"),
+                "-D".into(),
+                format!("dpf.transfer.file.root={}", root.display()),
             ];
             args.extend(extra.iter().map(|s| (*s).to_owned()));
             std::thread::spawn(move || {

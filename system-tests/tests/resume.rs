@@ -255,9 +255,10 @@ async fn consumer_ingest(
 ) -> (Launcher, String, Value) {
     let consumer_dir = dir.join("consumer");
     std::fs::create_dir_all(&consumer_dir).unwrap();
+    let root = format!("dpf.transfer.file.root={}", dir.display());
     let consumer = Launcher::start(
         "dataplane-launcher",
-        &["-D", "edc.runtime.id=consumer"],
+        &["-D", "edc.runtime.id=consumer", "-D", &root],
         &[],
         &consumer_dir,
     );

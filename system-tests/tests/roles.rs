@@ -29,15 +29,17 @@ async fn world() -> World {
     let path = dir.path().to_path_buf();
     std::fs::create_dir_all(path.join("p")).unwrap();
     std::fs::create_dir_all(path.join("c")).unwrap();
+    // Both name files anywhere in the test directory.
+    let root = format!("dpf.transfer.file.root={}", path.display());
     let provider = Launcher::start(
         "dataplane-launcher",
-        &["-D", "edc.runtime.id=provider"],
+        &["-D", "edc.runtime.id=provider", "-D", &root],
         &[],
         &path.join("p"),
     );
     let consumer = Launcher::start(
         "dataplane-launcher",
-        &["-D", "edc.runtime.id=consumer"],
+        &["-D", "edc.runtime.id=consumer", "-D", &root],
         &[],
         &path.join("c"),
     );

@@ -71,6 +71,9 @@ async fn a_push_transfer_runs_over_https() {
         // The DPS HTTP profile's HTTPS requirement is enforced (the harness default is off).
         "-D".to_owned(),
         "dpf.http.insecure=false".to_owned(),
+        // Both name files anywhere in the test directory.
+        "-D".to_owned(),
+        format!("dpf.transfer.file.root={}", dir.path().display()),
     ];
     let args: Vec<&str> = tls.iter().map(String::as_str).collect();
     std::fs::create_dir_all(dir.path().join("p")).unwrap();

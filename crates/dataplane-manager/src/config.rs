@@ -25,7 +25,8 @@ pub struct DataPlaneConfig {
     pub retry_backoff: Duration,
     /// How long a suspend/terminate call waits for the owner to confirm.
     pub stop_wait: Duration,
-    /// Where consumer flows without `metadata.destination` write (one file per process id).
+    /// Where consumer flows without `metadata.destination` write, beneath the file root (one
+    /// file per flow, named by the flow id).
     pub consumer_destination_dir: PathBuf,
     /// How often running transfers record checkpoints.
     pub checkpoints: crate::pipeline::CheckpointPolicy,
@@ -41,17 +42,14 @@ pub struct DataPlaneConfig {
     pub min_live: Option<usize>,
     /// Where this replica records the cluster it belongs to (`dpf.data.dir`).
     pub data_dir: PathBuf,
-    /// Whether DPS data addresses may name local files (`file://…`): off by default, since a
-    /// control plane could otherwise make the data plane read or write any file it can.
-    pub allow_file_addresses: bool,
-    /// `dpf.transfer.allowed-hosts`: when not empty, HTTP addresses received in DPS messages
-    /// (push destinations, pull sources) must name one of these hosts — `host`, `*.domain`, or
-    /// an IP network `a.b.c.d/n` (matched against IP literals) — else the message is refused.
-    pub allowed_hosts: Vec<String>,
-    /// Whether HTTP addresses received in DPS messages (push destinations, pull sources) and
-    /// control-plane callback endpoints must be `https://`, as the DPS HTTP profile requires.
-    /// Off in the library; the launchers turn it on unless `dpf.http.insecure=true`.
-    pub require_https: bool,
+    /// `dpf.transfer.max-bytes`: most bytes one flow may move (an ingest upload, or what a
+    /// transfer reads from its source); `None` = unlimited.
+    pub max_bytes: Option<u64>,
+    /// The one address policy every address passes through (files beneath a root, URLs
+    /// parsed once, denied networks, allow-list, HTTPS, file URLs): see the `address-policy`
+    /// crate. [`AddressPolicy::unrestricted`] in the library; the launchers build it from
+    /// `dpf.transfer.*` and `dpf.http.insecure`.
+    pub address_policy: address_policy::AddressPolicy,
 }
 
 impl DataPlaneConfig {
@@ -68,16 +66,15 @@ impl DataPlaneConfig {
             retry_limit: 5,
             retry_backoff: Duration::from_millis(500),
             stop_wait: Duration::from_secs(10),
-            consumer_destination_dir: PathBuf::from("./dpf-data/received"),
+            consumer_destination_dir: PathBuf::from("received"),
             checkpoints: crate::pipeline::CheckpointPolicy::default(),
             max_concurrent_flows: 0,
             retention: Duration::from_secs(7 * 24 * 3600),
             initial_baseline: None,
             min_live: None,
             data_dir: PathBuf::from("./dpf-data"),
-            allow_file_addresses: false,
-            allowed_hosts: Vec::new(),
-            require_https: false,
+            max_bytes: None,
+            address_policy: address_policy::AddressPolicy::unrestricted(),
         }
     }
 

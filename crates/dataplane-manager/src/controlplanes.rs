@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
+use address_policy::AddressPolicy;
 use dataplane_spi::ControlPlaneRegistration;
 
 use crate::DataPlaneError;
@@ -10,53 +11,62 @@ use crate::DataPlaneError;
 ///
 /// A flow's callbacks go to the control plane whose id equals the flow's `participantId`, else
 /// to the only one registered; with none (or several and no match) they are skipped and logged.
-#[derive(Debug, Default)]
+///
+/// Endpoints go through the data plane's [`AddressPolicy`] (HTTPS when required, denied
+/// networks, allow-list) and are stored normalised.
+#[derive(Debug)]
 pub struct ControlPlaneRegistry {
     entries: RwLock<BTreeMap<String, ControlPlaneRegistration>>,
-    require_https: std::sync::atomic::AtomicBool,
+    policy: RwLock<AddressPolicy>,
+}
+
+impl Default for ControlPlaneRegistry {
+    fn default() -> Self {
+        Self::with_policy(AddressPolicy::unrestricted())
+    }
 }
 
 impl ControlPlaneRegistry {
-    /// An empty registry.
+    /// An empty registry accepting any http(s) endpoint ([`AddressPolicy::unrestricted`]).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Refuses plain `http://` endpoints from now on (the DPS HTTP profile requires HTTPS).
-    pub fn require_https(&self, on: bool) {
-        self.require_https
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+    /// An empty registry whose endpoints must pass `policy`.
+    pub fn with_policy(policy: AddressPolicy) -> Self {
+        Self {
+            entries: RwLock::default(),
+            policy: RwLock::new(policy),
+        }
+    }
+
+    /// Checks endpoints registered from now on with `policy`.
+    pub fn set_policy(&self, policy: AddressPolicy) {
+        if let Ok(mut current) = self.policy.write() {
+            *current = policy;
+        }
     }
 
     /// Adds or replaces a registration.
     ///
     /// # Errors
-    /// [`DataPlaneError::InvalidInput`] for a blank id, an endpoint that is not an http(s) URL,
-    /// or an `http://` endpoint when HTTPS is required.
-    pub fn put(&self, registration: ControlPlaneRegistration) -> Result<(), DataPlaneError> {
+    /// [`DataPlaneError::InvalidInput`] for a blank id, or an endpoint the address policy
+    /// refuses (not an http(s) URL, `http://` when HTTPS is required, a denied network…).
+    pub fn put(&self, mut registration: ControlPlaneRegistration) -> Result<(), DataPlaneError> {
         if registration.controlplane_id.trim().is_empty() {
             return Err(DataPlaneError::InvalidInput(
                 "controlplaneId must not be blank".into(),
             ));
         }
-        match url::Url::parse(&registration.endpoint) {
-            Ok(url)
-                if url.scheme() == "http"
-                    && self.require_https.load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                return Err(DataPlaneError::InvalidInput(format!(
-                    "endpoint '{}' is plain HTTP: the DPS HTTP profile requires HTTPS (dpf.http.insecure=true allows it for development)",
-                    registration.endpoint
-                )))
-            }
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(DataPlaneError::InvalidInput(format!(
-                    "endpoint '{}' is not an absolute http(s) URL",
-                    registration.endpoint
-                )))
-            }
-        }
+        let policy = self
+            .policy
+            .read()
+            .map_err(|_| DataPlaneError::Internal("control-plane registry lock poisoned".into()))?
+            .clone();
+        let endpoint = policy
+            .check_url(&registration.endpoint)
+            .map_err(|e| DataPlaneError::InvalidInput(format!("endpoint: {e}")))?;
+        registration.endpoint = endpoint.to_string();
         if !registration.authorization.is_object() {
             return Err(DataPlaneError::InvalidInput(
                 "authorization must be an object (e.g. {\"type\":\"none\"})".into(),

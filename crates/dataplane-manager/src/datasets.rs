@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
+use address_policy::AddressPolicy;
 use dataplane_spi::{ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE};
 
 use crate::DataPlaneError;
@@ -10,9 +11,34 @@ use crate::DataPlaneError;
 /// Filled from configuration (`dpf.dataset.<id>.type=File`, `dpf.dataset.<id>.path=…`, or
 /// `type=HttpData` with `baseUrl`) and from `PUT /api/v1/datasets/{id}`. Kept per replica;
 /// give every replica of a cluster the same configuration.
-#[derive(Debug, Default)]
+///
+/// Every address goes through the data plane's [`AddressPolicy`] before it is stored.
+#[derive(Debug)]
 pub struct DatasetRegistry {
     datasets: RwLock<BTreeMap<String, ResourceAddress>>,
+    policy: AddressPolicy,
+}
+
+impl Default for DatasetRegistry {
+    fn default() -> Self {
+        Self::with_policy(AddressPolicy::unrestricted())
+    }
+}
+
+/// [`validate_address`], then the address policy: the address as it will be stored and used
+/// (file paths relative to the root, URLs normalised).
+///
+/// # Errors
+/// [`DataPlaneError::InvalidInput`] saying what is wrong or which rule refuses it.
+pub(crate) fn check_address(
+    address: &ResourceAddress,
+    known_types: &[String],
+    policy: &AddressPolicy,
+) -> Result<ResourceAddress, DataPlaneError> {
+    validate_address(address, known_types)?;
+    policy
+        .check_resource(address)
+        .map_err(|e| DataPlaneError::InvalidInput(e.to_string()))
 }
 
 /// Checks an address the way the transfer layer will need it.
@@ -54,9 +80,17 @@ pub(crate) fn validate_address(
 }
 
 impl DatasetRegistry {
-    /// An empty registry.
+    /// An empty registry accepting any address ([`AddressPolicy::unrestricted`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty registry whose addresses must pass `policy`.
+    pub fn with_policy(policy: AddressPolicy) -> Self {
+        Self {
+            datasets: RwLock::default(),
+            policy,
+        }
     }
 
     /// Reads `(id.property, value)` pairs (the keys below `dpf.dataset.`).
@@ -66,6 +100,7 @@ impl DatasetRegistry {
     pub fn from_entries(
         entries: &[(String, String)],
         known_types: &[String],
+        policy: AddressPolicy,
     ) -> Result<Self, DataPlaneError> {
         let mut by_id: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (key, value) in entries {
@@ -76,7 +111,7 @@ impl DatasetRegistry {
                     .insert(property.to_owned(), value.clone());
             }
         }
-        let registry = Self::new();
+        let registry = Self::with_policy(policy);
         for (id, properties) in by_id {
             let type_name = properties.get("type").cloned().ok_or_else(|| {
                 DataPlaneError::InvalidInput(format!(
@@ -111,7 +146,7 @@ impl DatasetRegistry {
                 "a dataset id must be non-blank and contain no '/'".into(),
             ));
         }
-        validate_address(&address, known_types)?;
+        let address = check_address(&address, known_types, &self.policy)?;
         self.write()?.insert(id.to_owned(), address);
         Ok(())
     }

@@ -16,6 +16,9 @@ pub enum DataPlaneError {
     /// Duplicate process id or illegal transition (409).
     #[error("{0}")]
     Conflict(String),
+    /// More data than a limit allows, e.g. `dpf.transfer.max-bytes` (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The store or the flow's owner did not answer in time (503); retrying may help.
     #[error("{0}")]
     Unavailable(String),
@@ -32,6 +35,7 @@ impl DataPlaneError {
             Self::Unauthorized(_) => 401,
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
+            Self::TooLarge(_) => 413,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
@@ -44,6 +48,7 @@ impl DataPlaneError {
             Self::Unauthorized(_) => "UNAUTHORIZED",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict(_) => "CONFLICT",
+            Self::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

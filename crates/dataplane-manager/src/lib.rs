@@ -18,6 +18,7 @@ mod config;
 mod controlplanes;
 mod datasets;
 mod error;
+pub mod limits;
 pub mod live;
 mod manager;
 pub mod pipeline;
@@ -28,5 +29,6 @@ pub use controlplanes::ControlPlaneRegistry;
 pub use datasets::DatasetRegistry;
 pub use error::DataPlaneError;
 pub use manager::{
-    DataFlowView, DataPlane, DataPlaneHandle, MemberState, Outcome, PullGrant, HEARTBEAT_PREFIX,
+    redact, DataFlowView, DataPlane, DataPlaneHandle, MemberState, Outcome, PullGrant,
+    HEARTBEAT_PREFIX,
 };

@@ -19,17 +19,18 @@ use crate::baseline::{
     CLUSTER_ID_KEY, STATE_KEY,
 };
 use crate::callbacks::{CallbackDispatcher, CallbackEvent};
-use crate::datasets::validate_address;
+use crate::datasets::check_address;
 use crate::live::{LiveSettings, CONFIG_PREFIX};
-use crate::pipeline::{counted, run_attempt, Checkpointer, Progress};
+use crate::pipeline::{counted, run_attempt, AttemptStart, Checkpointer, Progress};
 use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
 use dataplane_spi::{Coordinator, Leader, Session};
 use std::collections::BTreeSet;
 
 type Result<T> = std::result::Result<T, DataPlaneError>;
 
-/// Private metadata key holding the flow's bearer token for pull and ingest.
-const TOKEN_KEY: &str = "token";
+/// Private metadata key holding the digest of the flow's bearer token for pull and ingest (the
+/// token itself is handed out once and never stored).
+const TOKEN_KEY: &str = dataplane_spi::secrets::TOKEN_DIGEST_KEY;
 /// What a replica claims when unowned: STARTED flows to run, and SUSPENDING/TERMINATING flows
 /// nobody finished (their requester died between recording and finishing them).
 const CLAIMABLE: [DataFlowState; 3] = [
@@ -170,8 +171,12 @@ pub struct DataFlowView {
     pub bytes_checkpointed: u64,
     /// Times the transfer continued from a checkpoint (retry, takeover, resume).
     pub resumes: u64,
-    /// Times it had to restart from zero although a checkpoint existed.
+    /// Times a later attempt had to start from zero (the destination or the source cannot
+    /// continue where the last attempt stopped).
     pub restarts: u64,
+    /// Why the transfer last restarted from zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_reason: Option<String>,
     /// Last recorded position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
@@ -242,15 +247,58 @@ impl DataPlaneHandle {
     }
 }
 
-fn redact(mut value: serde_json::Value) -> serde_json::Value {
-    if let Some(map) = value.as_object_mut() {
-        for key in [TOKEN_KEY, "authorization", "claims"] {
-            if map.contains_key(key) {
-                map.insert(key.to_owned(), serde_json::Value::String("***".into()));
-            }
-        }
+/// A flow's addresses and metadata as management views show them: at any depth, the value of
+/// every property whose name looks secret (the rule of `dpf_config::is_secret_key`: `key`,
+/// `secret`, `password`, `token`, `credential`, `auth`; plus `claims`) is masked, and so are
+/// the userinfo and the query of every URL string.
+pub fn redact(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(name, value)| {
+                    let secret = dpf_config::is_secret_key(&name)
+                        || name.eq_ignore_ascii_case("claims")
+                        || name.eq_ignore_ascii_case("headers");
+                    let value = if secret && !value.is_null() {
+                        Value::String(dpf_config::MASK.into())
+                    } else {
+                        redact(value)
+                    };
+                    (name, value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        Value::String(text) => Value::String(redact_url_credentials(&text)),
+        other => other,
     }
-    value
+}
+
+/// `text` with the userinfo and the query of a URL masked (`https://***@host/p?***`); anything
+/// that is not a URL with an authority is returned unchanged.
+fn redact_url_credentials(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return text.to_owned();
+    };
+    if !text.contains("://") || !url.has_host() {
+        return text.to_owned();
+    }
+    let mut changed = false;
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_password(None);
+        let _ = url.set_username(dpf_config::MASK);
+        changed = true;
+    }
+    if url.query().is_some_and(|q| !q.is_empty()) {
+        url.set_query(Some(dpf_config::MASK));
+        changed = true;
+    }
+    if changed {
+        url.to_string()
+    } else {
+        text.to_owned()
+    }
 }
 
 fn new_token() -> String {
@@ -258,28 +306,6 @@ fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares without revealing, through timing, where two tokens differ.
-fn tokens_equal(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn file_name_for(process_id: &str) -> String {
-    process_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn message(
@@ -317,7 +343,14 @@ impl DataPlane {
         callbacks: CallbackDispatcher,
         config: DataPlaneConfig,
     ) -> Arc<Self> {
-        control_planes.require_https(config.require_https);
+        control_planes.set_policy(config.address_policy.clone());
+        // dpf.transfer.max-bytes: no source yields more than the cap to any flow.
+        let transfers = match config.max_bytes {
+            Some(max) => transfers.wrap_sources(|factory| {
+                Arc::new(crate::limits::CappedSourceFactory::new(factory, max))
+            }),
+            None => transfers,
+        };
         Arc::new(Self {
             metrics: Metrics::default(),
             store,
@@ -441,8 +474,7 @@ impl DataPlane {
         self.millis_since_origin(Instant::now()) < self.lease_deadline.load(Ordering::Acquire)
     }
 
-    fn pull_address(&self, flow: &DataFlow) -> DataAddress {
-        let token = flow.metadata.get(TOKEN_KEY).and_then(|t| t.as_str());
+    fn pull_address(&self, flow: &DataFlow, token: Option<&str>) -> DataAddress {
         DataAddress::http(
             HTTP_PULL,
             format!(
@@ -454,9 +486,8 @@ impl DataPlane {
         )
     }
 
-    fn ingest_address(&self, flow: &DataFlow) -> DataAddress {
-        let token = flow.metadata.get(TOKEN_KEY).and_then(|t| t.as_str());
-        DataAddress::http(
+    fn ingest_address(&self, flow: &DataFlow, token: Option<&str>) -> DataAddress {
+        let mut address = DataAddress::http(
             HTTP_PUSH,
             format!(
                 "{}/ingest/{}",
@@ -464,65 +495,56 @@ impl DataPlane {
                 flow.id
             ),
             token,
-        )
+        );
+        // The ingest endpoint is a tus upload: a pushing dpf checkpoints from the first byte
+        // without probing it first.
+        address
+            .endpoint_properties
+            .push(dataplane_spi::EndpointProperty {
+                kind: Some("EndpointProperty".into()),
+                name: "resumable".into(),
+                value: "tus".into(),
+            });
+        address
     }
 
-    /// The address a flow's state hands out, if any (pull endpoint, ingest endpoint).
-    fn address_for(&self, flow: &DataFlow) -> Option<DataAddress> {
+    /// The address a flow's state hands out, if any (pull endpoint, ingest endpoint), with
+    /// `token`: the raw token exists only when it was just issued (only its digest is stored).
+    fn address_for(&self, flow: &DataFlow, token: Option<&str>) -> Option<DataAddress> {
         match (flow.kind, flow.state) {
-            (FlowKind::ProviderPull, DataFlowState::Started) => Some(self.pull_address(flow)),
+            (FlowKind::ProviderPull, DataFlowState::Started) => {
+                Some(self.pull_address(flow, token))
+            }
             (FlowKind::ConsumerPush, DataFlowState::Prepared | DataFlowState::Started) => {
-                Some(self.ingest_address(flow))
+                Some(self.ingest_address(flow, token))
             }
             _ => None,
         }
     }
 
-    /// The resource a DPS data address names; `file://` only when allowed.
+    /// The resource a DPS data address names, through the address policy: `file://` only
+    /// when allowed and beneath the file root; HTTP URLs parsed once and checked (HTTPS,
+    /// denied networks, allow-list).
     fn resource_of(&self, address: &DataAddress) -> Result<ResourceAddress> {
-        let resource = address.to_resource();
-        if resource.type_name() == Some(dataplane_spi::FILE_TYPE)
-            && !self.config.allow_file_addresses
+        let policy = &self.config.address_policy;
+        if address
+            .endpoint
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
         {
-            return Err(DataPlaneError::InvalidInput(
-                "file:// data addresses are disabled on this data plane (dpf.transfer.allow-file-addresses)".into(),
-            ));
+            let relative = policy
+                .check_file_url(&address.endpoint)
+                .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
+            return Ok(ResourceAddress::file(relative.to_string_lossy()));
         }
-        if self.config.require_https && resource.type_name() == Some(dataplane_spi::HTTP_DATA_TYPE)
-        {
-            let url = resource.get("baseUrl").unwrap_or_default();
-            if dataplane_spi::has_scheme(url, "http") {
-                return Err(DataPlaneError::InvalidInput(format!(
-                    "address '{url}' is plain HTTP: the DPS HTTP profile requires HTTPS (dpf.http.insecure=true allows it for development)"
-                )));
-            }
-        }
-        // Server-side request forgery protection: only allow-listed hosts, when configured.
-        if !self.config.allowed_hosts.is_empty()
-            && resource.type_name() == Some(dataplane_spi::HTTP_DATA_TYPE)
-        {
-            let host = url::Url::parse(resource.get("baseUrl").unwrap_or_default())
-                .ok()
-                .and_then(|u| {
-                    u.host_str().map(|h| {
-                        h.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .to_ascii_lowercase()
-                    })
-                })
-                .unwrap_or_default();
-            if !self
-                .config
-                .allowed_hosts
-                .iter()
-                .any(|rule| host_allowed(rule, &host))
-            {
-                return Err(DataPlaneError::InvalidInput(format!(
-                    "host '{host}' is not in this data plane's allow-list (dpf.transfer.allowed-hosts)"
-                )));
-            }
-        }
-        Ok(resource)
+        self.check_address(&address.to_resource())
+            .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))
+    }
+
+    /// Checks a transfer address (its type's properties, then the address policy) and returns
+    /// it as it is stored and used.
+    fn check_address(&self, address: &ResourceAddress) -> Result<ResourceAddress> {
+        check_address(address, &self.known_types(), &self.config.address_policy)
     }
 
     /// Finds a flow by its id or, failing that, by its process id.
@@ -565,7 +587,10 @@ impl DataPlane {
         Ok(())
     }
 
-    fn metadata_of(msg: &DataFlowMessage, token: Option<String>) -> serde_json::Value {
+    /// The flow metadata kept from a DPS message. Only the digest of `token` is stored, and
+    /// the counterparty's destination (with its credentials) is not copied: it is the flow's
+    /// destination already.
+    fn metadata_of(msg: &DataFlowMessage, token: Option<&str>) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         map.insert("messageId".into(), msg.message_id.clone().into());
         map.insert("agreementId".into(), msg.agreement_id.clone().into());
@@ -583,13 +608,15 @@ impl DataPlane {
             map.insert("labels".into(), serde_json::json!(labels));
         }
         if let Some(metadata) = &msg.metadata {
-            map.insert(
-                "metadata".into(),
-                serde_json::Value::Object(metadata.clone()),
-            );
+            let mut metadata = metadata.clone();
+            metadata.remove("destination");
+            map.insert("metadata".into(), serde_json::Value::Object(metadata));
         }
         if let Some(token) = token {
-            map.insert(TOKEN_KEY.into(), token.into());
+            map.insert(
+                TOKEN_KEY.into(),
+                dataplane_spi::secrets::token_digest(token).into(),
+            );
         }
         serde_json::Value::Object(map)
     }
@@ -632,8 +659,6 @@ impl DataPlane {
         let (destination, token) = match (kind, &msg.data_address) {
             (FlowKind::ProviderPush, Some(address)) => {
                 let resource = self.resource_of(address)?;
-                validate_address(&resource, &self.known_types())
-                    .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
                 (Some(resource.to_json()), None)
             }
             (FlowKind::ProviderPush, None) => {
@@ -661,7 +686,7 @@ impl DataPlane {
                     .then(|| self.me().to_owned()),
                 source: source.to_json(),
                 destination,
-                metadata: Self::metadata_of(&msg, token),
+                metadata: Self::metadata_of(&msg, token.as_deref()),
                 participant_id: Some(msg.participant_id.clone()),
                 callback_address: None,
             })
@@ -672,7 +697,7 @@ impl DataPlane {
             self.spawn_pipeline(flow.clone());
         }
         Ok(Outcome {
-            message: message(&flow, self.address_for(&flow), None),
+            message: message(&flow, self.address_for(&flow, token.as_deref()), None),
         })
     }
 
@@ -693,28 +718,35 @@ impl DataPlane {
                 )))
             }
         };
+        let flow_id = uuid::Uuid::new_v4().to_string();
         let destination = match msg.metadata.as_ref().and_then(|m| m.get("destination")) {
             Some(value) => {
                 let address = ResourceAddress::from_json(value.clone()).map_err(|e| {
                     DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
                 })?;
-                validate_address(&address, &self.known_types()).map_err(|e| {
+                self.check_address(&address).map_err(|e| {
                     DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
-                })?;
-                address
+                })?
             }
-            None => ResourceAddress::file(
-                self.config
-                    .consumer_destination_dir
-                    .join(file_name_for(&msg.process_id))
-                    .to_string_lossy(),
-            ),
+            // Beneath the file root, named by the flow id: unique, whatever the process id.
+            None => self
+                .check_address(&ResourceAddress::file(
+                    self.config
+                        .consumer_destination_dir
+                        .join(&flow_id)
+                        .to_string_lossy(),
+                ))
+                .map_err(|e| {
+                    DataPlaneError::InvalidInput(format!(
+                        "no metadata.destination and the default destination is refused: {e}"
+                    ))
+                })?,
         };
         self.check_new_process(&msg.process_id).await?;
         let token = (kind == FlowKind::ConsumerPush).then(new_token);
         let flow = self
             .create(NewDataFlow {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: flow_id,
                 process_id: msg.process_id.clone(),
                 kind,
                 profile: msg.profile.clone(),
@@ -722,7 +754,7 @@ impl DataPlane {
                 runtime_id: None,
                 source: serde_json::json!({}),
                 destination: Some(destination.to_json()),
-                metadata: Self::metadata_of(&msg, token),
+                metadata: Self::metadata_of(&msg, token.as_deref()),
                 participant_id: Some(msg.participant_id.clone()),
                 callback_address: None,
             })
@@ -730,7 +762,7 @@ impl DataPlane {
         tracing::info!(flow_id = %flow.id, process_id = %flow.process_id, kind = ?flow.kind, "data flow prepared");
         self.open_gate(&flow.id);
         Ok(Outcome {
-            message: message(&flow, self.address_for(&flow), None),
+            message: message(&flow, self.address_for(&flow, token.as_deref()), None),
         })
     }
 
@@ -760,8 +792,6 @@ impl DataPlane {
             }
             (FlowKind::ConsumerPull, Some(address)) => {
                 let resource = self.resource_of(&address)?;
-                validate_address(&resource, &self.known_types())
-                    .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
                 FlowUpdate {
                     source: Some(resource.to_json()),
                     ..FlowUpdate::default()
@@ -956,7 +986,8 @@ impl DataPlane {
 
     /// DPS `resume`: SUSPENDED → STARTED; this replica takes the flow over and restarts its
     /// transfer. A `dataAddress` replaces the destination (provider push) or the source
-    /// (consumer pull).
+    /// (consumer pull). A flow with a bearer token (provider pull, consumer push) gets a new
+    /// one, returned in the answer's data address; the old token stops working.
     ///
     /// # Errors
     /// 404, 409 when the flow is not SUSPENDED, 400 for a bad address.
@@ -969,13 +1000,23 @@ impl DataPlane {
         let mut update = FlowUpdate::default();
         if let Some(address) = data_address {
             let resource = self.resource_of(&address)?;
-            validate_address(&resource, &self.known_types())
-                .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
             match flow.kind {
                 FlowKind::ProviderPush => update.destination = Some(resource.to_json()),
                 FlowKind::ConsumerPull => update.source = Some(resource.to_json()),
                 FlowKind::ProviderPull | FlowKind::ConsumerPush => {}
             }
+        }
+        let token =
+            matches!(flow.kind, FlowKind::ProviderPull | FlowKind::ConsumerPush).then(new_token);
+        if let Some(token) = &token {
+            let mut metadata = flow.metadata.clone();
+            if let Some(map) = metadata.as_object_mut() {
+                map.insert(
+                    TOKEN_KEY.into(),
+                    dataplane_spi::secrets::token_digest(token).into(),
+                );
+            }
+            update.metadata = Some(metadata);
         }
         let resumed = self
             .store
@@ -997,7 +1038,7 @@ impl DataPlane {
         }
         tracing::info!(flow_id = %resumed.id, epoch = resumed.epoch, "data flow resumed");
         Ok(Outcome {
-            message: message(&resumed, self.address_for(&resumed), None),
+            message: message(&resumed, self.address_for(&resumed, token.as_deref()), None),
         })
     }
 
@@ -1069,6 +1110,30 @@ impl DataPlane {
             .collect())
     }
 
+    /// [`DataPlane::views`] restricted to the flows of one participant (what a control plane
+    /// with a per-participant key may see). Scans the listing, so it costs as much as listing
+    /// every flow in that state.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn participant_views(
+        &self,
+        participant: &str,
+        state: Option<DataFlowState>,
+        limit: usize,
+    ) -> Result<Vec<DataFlowView>> {
+        let states: Vec<DataFlowState> = state.into_iter().collect();
+        Ok(self
+            .store
+            .list(&states, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|f| f.participant_id.as_deref() == Some(participant))
+            .take(limit)
+            .map(|f| self.view_of(f))
+            .collect())
+    }
+
     fn view_of(&self, flow: DataFlow) -> DataFlowView {
         let live = self
             .progress
@@ -1112,6 +1177,7 @@ impl DataPlane {
             bytes_checkpointed: recorded,
             resumes: counters.resumes,
             restarts: counters.restarts,
+            restart_reason: counters.restart_reason,
             checkpoint: flow.checkpoint,
             error_detail: flow.error_detail,
             participant_id: flow.participant_id,
@@ -1124,7 +1190,11 @@ impl DataPlane {
     fn check_token(flow: &DataFlow, presented: Option<&str>) -> Result<()> {
         let expected = flow.metadata.get(TOKEN_KEY).and_then(|t| t.as_str());
         match (expected, presented) {
-            (Some(expected), Some(presented)) if tokens_equal(expected, presented) => Ok(()),
+            (Some(expected), Some(presented))
+                if dataplane_spi::secrets::token_matches(expected, presented) =>
+            {
+                Ok(())
+            }
             _ => Err(DataPlaneError::Unauthorized(
                 "missing or wrong bearer token for this data flow".into(),
             )),
@@ -1270,22 +1340,40 @@ impl DataPlane {
             }
         }
         let offset = offset.unwrap_or(0);
+        let size = body_length.map(|length| offset.saturating_add(length));
+        if let Some(max) = self.config.max_bytes {
+            // Refused before the destination is touched when the sender says how much comes.
+            if size.unwrap_or(offset) > max {
+                return Err(DataPlaneError::TooLarge(format!(
+                    "the upload exceeds dpf.transfer.max-bytes ({max} bytes per data flow)"
+                )));
+            }
+        }
         let (sender, receiver) = mpsc::channel(8);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let progress = self.progress_of(&flow.id);
         let input = SourceStream {
             stream: Box::pin(tokio_stream_from(receiver)),
-            size: body_length.map(|length| offset + length),
+            size,
             content_type: None,
             offset,
+        };
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let input = match self.config.max_bytes {
+            Some(max) => crate::limits::capped(input, max, "the upload", exceeded.clone())
+                .map_err(|e| DataPlaneError::TooLarge(e.to_string()))?,
+            None => input,
         };
         let flow_id = flow.id.clone();
         // The flow completes on the control plane's `completed`; the upload only moves bytes.
         let upload = async move {
-            let result = sink
-                .write(counted(input, progress))
-                .await
-                .map_err(transfer_to_api);
+            let result = sink.write(counted(input, progress)).await.map_err(|error| {
+                if exceeded.load(Ordering::Acquire) {
+                    DataPlaneError::TooLarge(error.to_string())
+                } else {
+                    transfer_to_api(error)
+                }
+            });
             if result.is_err() && offset > 0 {
                 // An interrupted append leaves nothing behind: the next HEAD answers the offset
                 // the sender last completed, so each PATCH lands whole or not at all.
@@ -1450,7 +1538,11 @@ impl DataPlane {
             owner: owner.clone(),
             flow_id: flow.id.clone(),
             last: Mutex::new(flow.checkpoint.clone()),
-            metadata: Mutex::new((flow.metadata.clone(), TransferCounters::of(&flow.metadata))),
+            metadata: Arc::new(Mutex::new((
+                flow.metadata.clone(),
+                TransferCounters::of(&flow.metadata),
+            ))),
+            pending: Mutex::new(None),
         };
         let mut attempt: u32 = 1;
         let mut delay = self.config.retry_backoff;
@@ -1462,12 +1554,14 @@ impl DataPlane {
                 &source,
                 &destination,
                 from.as_ref(),
+                checkpointer.first_attempt(),
                 self.live.checkpoints(),
                 progress.clone(),
                 move || plane.lease_valid(),
                 &checkpointer,
             )
             .await;
+            checkpointer.settle();
             if !self.lease_valid() {
                 tracing::error!(flow_id = %flow.id, "lease expired during the transfer: stopped without writing further (self-fencing)");
                 return;
@@ -1998,6 +2092,11 @@ impl DataPlane {
     }
 }
 
+/// How long a flow's first attempt runs before it is recorded in the store: a first attempt
+/// that ends sooner (most small transfers) costs no store write; one whose owner dies sooner is
+/// simply taken as a first attempt again (from zero, without asking the destination).
+const FIRST_ATTEMPT_RECORD_DELAY: Duration = Duration::from_millis(500);
+
 /// Records checkpoints as the flow's owner, fenced by its epoch.
 struct OwnerCheckpointer {
     store: Arc<dyn DataFlowStore>,
@@ -2005,12 +2104,41 @@ struct OwnerCheckpointer {
     flow_id: String,
     last: Mutex<Option<Checkpoint>>,
     /// The flow's metadata and resume counters, kept current by this owner.
-    metadata: Mutex<(serde_json::Value, TransferCounters)>,
+    metadata: Arc<Mutex<(serde_json::Value, TransferCounters)>>,
+    /// The delayed record of a running first attempt.
+    pending: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for OwnerCheckpointer {
+    fn drop(&mut self) {
+        self.settle();
+    }
 }
 
 impl OwnerCheckpointer {
     fn last(&self) -> Option<Checkpoint> {
         self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Drops the delayed record of a first attempt that has ended (its outcome is written
+    /// with the flow's next update).
+    fn settle(&self) {
+        if let Some(pending) = self.pending.lock().ok().and_then(|mut p| p.take()) {
+            pending.abort();
+        }
+    }
+
+    /// Whether no attempt of the flow ever started (none recorded, no checkpoint).
+    fn first_attempt(&self) -> bool {
+        let counters = self
+            .metadata
+            .lock()
+            .map(|m| m.1.clone())
+            .unwrap_or_default();
+        self.last().is_none()
+            && counters.attempts == 0
+            && counters.resumes == 0
+            && counters.restarts == 0
     }
 
     /// Whether a write was refused because the flow moved on.
@@ -2045,17 +2173,45 @@ impl OwnerCheckpointer {
 
 #[async_trait::async_trait]
 impl Checkpointer for OwnerCheckpointer {
-    async fn started(
-        &self,
-        resumed: bool,
-        restarted: bool,
-    ) -> std::result::Result<(), TransferError> {
-        if !resumed && !restarted {
-            return Ok(());
-        }
+    async fn started(&self, start: &AttemptStart) -> std::result::Result<(), TransferError> {
+        // Every attempt is recorded, so that a later owner knows the destination may hold part
+        // of the data (and asks it where to continue). A later attempt at once; a first one
+        // once it ran for FIRST_ATTEMPT_RECORD_DELAY (until then there is little to lose).
+        self.settle();
         if let Ok(mut m) = self.metadata.lock() {
-            m.1.resumes += u64::from(resumed);
-            m.1.restarts += u64::from(restarted);
+            m.1.attempts += 1;
+            m.1.resumes += u64::from(start.resumed);
+            m.1.restarts += u64::from(start.restarted);
+            if start.restarted {
+                m.1.restart_reason.clone_from(&start.reason);
+            }
+        }
+        if let Some(reason) = start.reason.as_deref().filter(|_| start.restarted) {
+            tracing::info!(flow_id = %self.flow_id, %reason, "transfer restarted from zero");
+        }
+        if start.first {
+            let (store, owner, flow_id) =
+                (self.store.clone(), self.owner.clone(), self.flow_id.clone());
+            let metadata = Arc::clone(&self.metadata);
+            let record = tokio::spawn(async move {
+                tokio::time::sleep(FIRST_ATTEMPT_RECORD_DELAY).await;
+                let value = metadata
+                    .lock()
+                    .map(|m| m.1.write(&m.0, None))
+                    .unwrap_or(serde_json::Value::Null);
+                let update = FlowUpdate {
+                    metadata: Some(value),
+                    only_from: vec![DataFlowState::Started],
+                    ..FlowUpdate::default()
+                };
+                if let Err(error) = store.update_owned(&owner, &flow_id, &update).await {
+                    tracing::debug!(%flow_id, %error, "first attempt not recorded");
+                }
+            });
+            if let Ok(mut pending) = self.pending.lock() {
+                *pending = Some(record);
+            }
+            return Ok(());
         }
         let update = FlowUpdate {
             metadata: Some(self.metadata(None)),
@@ -2117,11 +2273,14 @@ impl Checkpointer for OwnerCheckpointer {
     }
 }
 
-/// Resume statistics kept in the flow's metadata (`transfer.resumes`, `transfer.restarts`).
-#[derive(Debug, Default, Clone, Copy)]
+/// Resume statistics kept in the flow's metadata (`transfer.attempts`, `transfer.resumes`,
+/// `transfer.restarts`, `transfer.restartReason`).
+#[derive(Debug, Default, Clone)]
 struct TransferCounters {
+    attempts: u64,
     resumes: u64,
     restarts: u64,
+    restart_reason: Option<String>,
 }
 
 impl TransferCounters {
@@ -2133,76 +2292,33 @@ impl TransferCounters {
                 .unwrap_or(0)
         };
         Self {
+            attempts: get("attempts"),
             resumes: get("resumes"),
             restarts: get("restarts"),
+            restart_reason: metadata
+                .pointer("/transfer/restartReason")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
         }
     }
 
     fn write(&self, metadata: &serde_json::Value, total: Option<u64>) -> serde_json::Value {
         let mut metadata = metadata.clone();
         if let Some(map) = metadata.as_object_mut() {
-            let mut transfer =
-                serde_json::json!({"resumes": self.resumes, "restarts": self.restarts});
+            let mut transfer = serde_json::json!({
+                "attempts": self.attempts,
+                "resumes": self.resumes,
+                "restarts": self.restarts,
+            });
+            if let Some(reason) = &self.restart_reason {
+                transfer["restartReason"] = reason.clone().into();
+            }
             if let Some(total) = total {
                 transfer["bytesTotal"] = total.into();
             }
             map.insert("transfer".into(), transfer);
         }
         metadata
-    }
-}
-
-/// Whether `host` matches an allow-list rule: exact, `*.domain` (subdomains), or `ip/prefix`.
-fn host_allowed(rule: &str, host: &str) -> bool {
-    let rule = rule.trim().to_ascii_lowercase();
-    if let Some(domain) = rule.strip_prefix("*.") {
-        return host.ends_with(&format!(".{domain}"));
-    }
-    if let Some((network, bits)) = rule.split_once('/') {
-        let (Ok(network), Ok(bits), Ok(ip)) = (
-            network.parse::<std::net::IpAddr>(),
-            bits.parse::<u32>(),
-            host.parse::<std::net::IpAddr>(),
-        ) else {
-            return false;
-        };
-        return match (network, ip) {
-            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) if bits <= 32 => {
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) if bits <= 128 => {
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - bits)
-                };
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        };
-    }
-    rule == host
-}
-
-#[cfg(test)]
-mod allow_list_tests {
-    use super::host_allowed;
-
-    #[test]
-    fn rules_match_hosts_domains_and_networks() {
-        assert!(host_allowed("sink.example.com", "sink.example.com"));
-        assert!(!host_allowed("sink.example.com", "evil.example.com"));
-        assert!(host_allowed("*.example.com", "a.b.example.com"));
-        assert!(!host_allowed("*.example.com", "example.com.evil.org"));
-        assert!(host_allowed("10.0.0.0/8", "10.1.2.3"));
-        assert!(!host_allowed("10.0.0.0/8", "11.0.0.1"));
-        assert!(!host_allowed("10.0.0.0/8", "internal.example"));
-        assert!(host_allowed("fd00::/8", "fd12::1"));
     }
 }
 
@@ -2337,11 +2453,20 @@ impl DataPlane {
         if current.as_ref() == Some(&record) {
             return;
         }
-        if let Some(parent) = path.parent() {
-            let _ = tokio::fs::create_dir_all(parent).await;
-        }
         if let Ok(text) = serde_json::to_string_pretty(&record) {
-            if let Err(error) = tokio::fs::write(&path, text).await {
+            // Owner-only: the data directory 0700, the record 0600.
+            let written = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || {
+                    if let Some(parent) = path.parent() {
+                        dataplane_spi::secrets::create_private_dir(parent)?;
+                    }
+                    dataplane_spi::secrets::write_private_file(&path, text.as_bytes())
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(error) = written {
                 tracing::warn!(%error, path = %path.display(), "cannot record the cluster identity");
             }
         }

@@ -77,7 +77,8 @@ impl DataAddress {
     }
 
     /// Converts to the resource a transfer reads from or writes to: `HttpData` with the
-    /// endpoint as `baseUrl` and the token, if any.
+    /// endpoint as `baseUrl`, the token, if any, and the `method` (`POST`/`PUT`) and
+    /// `resumable` (`tus`) endpoint properties of push endpoints.
     ///
     /// A `file://` endpoint becomes a `File` resource with that path (local transfers; data
     /// planes accept them only when configured to).
@@ -89,6 +90,13 @@ impl DataAddress {
         if let Some(token) = self.property("authorization") {
             resource.set("authorization", token);
             resource.set("authType", self.property("authType").unwrap_or("bearer"));
+        }
+        // How to upload to a push endpoint: the method (`POST`/`PUT`) and whether it is a tus
+        // upload (`resumable: tus`, which dpf's ingest endpoint advertises).
+        for name in ["method", "resumable"] {
+            if let Some(value) = self.property(name) {
+                resource.set(name, value);
+            }
         }
         resource
     }
@@ -192,5 +200,33 @@ mod scheme_tests {
         assert!(!has_scheme("httpx://a", "http"));
         assert!(!has_scheme("a/http://b", "http"));
         assert!(!has_scheme("", "http"));
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::{DataAddress, EndpointProperty, HTTP_PUSH};
+
+    #[test]
+    fn push_endpoint_properties_reach_the_resource() {
+        let mut address = DataAddress::http(HTTP_PUSH, "http://sink.example/up", Some("tok"));
+        for (name, value) in [("method", "PUT"), ("resumable", "tus"), ("other", "x")] {
+            address.endpoint_properties.push(EndpointProperty {
+                kind: None,
+                name: name.into(),
+                value: value.into(),
+            });
+        }
+        let resource = address.to_resource();
+        assert_eq!(resource.get("method"), Some("PUT"));
+        assert_eq!(resource.get("resumable"), Some("tus"));
+        assert_eq!(resource.get("authorization"), Some("tok"));
+        assert_eq!(
+            resource.get("other"),
+            None,
+            "only known properties are taken"
+        );
+        let plain = DataAddress::http(HTTP_PUSH, "http://sink.example/up", None).to_resource();
+        assert_eq!(plain.get("method"), None);
     }
 }

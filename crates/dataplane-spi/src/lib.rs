@@ -22,6 +22,7 @@ mod flow;
 mod member;
 pub mod memory;
 mod messages;
+pub mod secrets;
 mod store;
 mod transfer;
 

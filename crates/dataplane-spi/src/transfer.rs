@@ -119,6 +119,20 @@ pub trait DataSink: Send + Sync + Debug {
         let _ = checkpoint;
         Ok(None)
     }
+
+    /// Where the **first** attempt of a flow writes, when the flow never wrote to this
+    /// destination: `Some(0)` when the sink takes its input in segments from the start (so
+    /// that checkpoints are taken from the first byte: a file, an upload known to be tus),
+    /// `None` when it is written in one piece (a plain HTTP upload). There is nothing to resume
+    /// yet, so a sink must not ask a remote destination here (no tus `HEAD` probe). The
+    /// default is [`DataSink::resume_point`] for checkpoint 0, right for sinks that answer
+    /// without a request (files).
+    ///
+    /// # Errors
+    /// [`TransferError`] when the destination cannot be used.
+    async fn first_point(&self) -> Result<Option<u64>, TransferError> {
+        self.resume_point(0).await
+    }
 }
 
 /// Creates sources for one address type.
@@ -199,6 +213,19 @@ impl TransferRegistry {
     /// An empty builder.
     pub fn builder() -> TransferRegistryBuilder {
         TransferRegistryBuilder::default()
+    }
+
+    /// The registry with every source factory replaced by `wrap(factory)` (e.g. to limit
+    /// what sources may yield).
+    #[must_use]
+    pub fn wrap_sources(
+        mut self,
+        wrap: impl Fn(Arc<dyn DataSourceFactory>) -> Arc<dyn DataSourceFactory>,
+    ) -> Self {
+        for factory in self.sources.values_mut() {
+            *factory = wrap(factory.clone());
+        }
+        self
     }
 
     /// A source for `address`.

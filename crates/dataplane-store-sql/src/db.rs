@@ -396,6 +396,13 @@ impl SqlStore {
             }
             StoreUrl::Sqlite(path) => {
                 create_parent_dir(path)?;
+                // Owner-only before SQLite opens it: its -wal and -shm files get the same mode.
+                dataplane_spi::secrets::create_private_file(path).map_err(|e| {
+                    StoreError::InvalidInput(format!(
+                        "cannot create the SQLite database {}: {e}",
+                        path.display()
+                    ))
+                })?;
                 let location = path.to_str().ok_or_else(|| {
                     StoreError::InvalidInput(format!("SQLite path {} is not UTF-8", path.display()))
                 })?;
@@ -438,7 +445,64 @@ impl SqlStore {
             hints: Arc::new(std::sync::OnceLock::new()),
         };
         store.migrate_blocking()?;
+        let rewritten = store
+            .hash_legacy_tokens_blocking()
+            .map_err(StoreError::from)?;
+        if rewritten > 0 {
+            tracing::info!(store = %store.description, flows = rewritten, "replaced stored flow tokens by their digests");
+        }
         Ok(store)
+    }
+
+    /// Replaces the raw per-flow tokens that versions before token digests kept in flow
+    /// metadata (`"token"`) by their SHA-256 digests (`dataplane_spi::secrets`), so that no
+    /// store holds a usable token; the tokens keep working. Runs at every open; a store without
+    /// such flows costs one full scan of `metadata LIKE '%"token"%'`. On SQLite the
+    /// rewrite runs with `secure_delete` and is followed by a truncating checkpoint, so the old
+    /// bytes stay neither in free pages nor in the write-ahead log.
+    fn hash_legacy_tokens_blocking(&self) -> Result<usize, DbError> {
+        use diesel::sql_types::Text;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            id: String,
+            #[diesel(sql_type = Text)]
+            metadata: String,
+        }
+        with_conn!(&self.pools, |conn, backend| {
+            let rows: Vec<Row> = diesel::sql_query(
+                backend.sql("SELECT id, metadata FROM data_flows WHERE metadata LIKE ?"),
+            )
+            .bind::<Text, _>("%\"token\"%")
+            .load(conn)?;
+            let mut rewritten = 0;
+            for row in rows {
+                let Ok(mut metadata) = serde_json::from_str::<serde_json::Value>(&row.metadata)
+                else {
+                    continue;
+                };
+                if !dataplane_spi::secrets::hash_legacy_token(&mut metadata) {
+                    continue;
+                }
+                if backend == Backend::Sqlite && rewritten == 0 {
+                    diesel::sql_query("PRAGMA secure_delete = ON").execute(conn)?;
+                }
+                rewritten += diesel::sql_query(
+                    backend.sql("UPDATE data_flows SET metadata = ? WHERE id = ? AND metadata = ?"),
+                )
+                .bind::<Text, _>(metadata.to_string())
+                .bind::<Text, _>(&row.id)
+                .bind::<Text, _>(&row.metadata)
+                .execute(conn)?;
+            }
+            if backend == Backend::Sqlite && rewritten > 0 {
+                // The old pages may still be frames of the write-ahead log: move everything
+                // into the database (overwritten there, secure_delete) and empty the log.
+                // Best effort: another process reading at this moment keeps its frames.
+                conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
+            }
+            Ok(rewritten)
+        })
     }
 
     fn migrate_blocking(&self) -> dataplane_spi::StoreResult<Vec<String>> {
@@ -573,7 +637,7 @@ fn listen_loop(url: &str, sender: &tokio::sync::watch::Sender<u64>) {
 
 fn create_parent_dir(path: &Path) -> dataplane_spi::StoreResult<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
+        dataplane_spi::secrets::create_private_dir(parent).map_err(|e| {
             dataplane_spi::StoreError::InvalidInput(format!(
                 "cannot create directory {} for the SQLite store: {e}",
                 parent.display()

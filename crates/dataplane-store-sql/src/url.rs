@@ -1,8 +1,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Where a launcher keeps its state: the value of `dpf.store.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a launcher keeps its state: the value of `dpf.store.url`. Its `Display` and `Debug`
+/// forms mask a password (`postgres://dpf:***@db/dpf`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// `memory:` — in process memory, lost at exit.
     Memory,
@@ -39,8 +40,15 @@ impl StoreUrl {
             return Ok(Self::Postgres(value.to_owned()));
         }
         Err(format!(
-            "unsupported dpf.store.url '{value}': use memory:, sqlite:<path> or postgres://user@host:port/database"
+            "unsupported dpf.store.url '{}': use memory:, sqlite:<path> or postgres://user@host:port/database",
+            dpf_config::redact_url(value)
         ))
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({self})")
     }
 }
 
@@ -49,15 +57,8 @@ impl fmt::Display for StoreUrl {
         match self {
             Self::Memory => f.write_str("memory:"),
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            // Never print a password.
-            Self::Postgres(url) => match (url.find("://"), url.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    let credentials = &url[scheme + 3..at];
-                    let user = credentials.split(':').next().unwrap_or_default();
-                    write!(f, "{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
-                }
-                _ => f.write_str(url),
-            },
+            // Never print a password: dpf's one redaction rule masks it.
+            Self::Postgres(url) => f.write_str(&dpf_config::redact_url(url)),
         }
     }
 }
@@ -74,7 +75,10 @@ mod tests {
             StoreUrl::Sqlite(PathBuf::from("./dpf-data/dpf.db"))
         );
         let pg = StoreUrl::parse("postgres://dpf:s3cret@db:5432/dpf").unwrap();
-        assert_eq!(pg.to_string(), "postgres://dpf@db:5432/dpf");
+        assert_eq!(pg.to_string(), "postgres://dpf:***@db:5432/dpf");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        let no_password = StoreUrl::parse("postgres://dpf@db:5432/dpf").unwrap();
+        assert_eq!(no_password.to_string(), "postgres://dpf@db:5432/dpf");
         assert!(StoreUrl::parse("mysql://x")
             .unwrap_err()
             .contains("memory:, sqlite:<path>"));

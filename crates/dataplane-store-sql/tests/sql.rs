@@ -315,3 +315,60 @@ async fn ten_thousand_cas_increments_lose_nothing_on_postgres() {
     );
     assert_eq!(counter.version, (WRITERS * EACH + 1) as i64);
 }
+
+/// A flow written by a version that kept its raw token in the metadata (`"token"`): opening the
+/// store replaces it by the digest, the token still matches, and the raw value is gone.
+async fn legacy_raw_tokens_become_digests(url: StoreUrl) {
+    use dataplane_spi::secrets::{token_digest, token_matches, TOKEN_DIGEST_KEY};
+    let raw = "legacy-raw-token-0123456789abcdef";
+    {
+        let store = open(&url).await;
+        let mut flow = NewDataFlow::new(
+            "legacy-1",
+            "legacy-p1",
+            FlowKind::ProviderPull,
+            DataFlowState::Started,
+        );
+        flow.metadata = serde_json::json!({"token": raw, "datasetId": "d"});
+        store.create(&flow).await.unwrap();
+    }
+    let store = open(&url).await;
+    let flow = store.find("legacy-1").await.unwrap().unwrap();
+    assert!(flow.metadata.get("token").is_none(), "{}", flow.metadata);
+    assert_eq!(flow.metadata["datasetId"], "d");
+    let digest = flow.metadata[TOKEN_DIGEST_KEY].as_str().unwrap();
+    assert_eq!(digest, token_digest(raw));
+    assert!(token_matches(digest, raw));
+    // Idempotent: a second open changes nothing.
+    drop(store);
+    let again = open(&url).await.find("legacy-1").await.unwrap().unwrap();
+    assert_eq!(again.metadata, flow.metadata);
+}
+
+#[tokio::test]
+async fn legacy_raw_tokens_become_digests_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    legacy_raw_tokens_become_digests(url.clone()).await;
+    // Nothing of the raw token is left in the database's files.
+    let db = dir.path().join("nested/dir");
+    for entry in std::fs::read_dir(&db).unwrap() {
+        // The -wal and -shm files vanish when the last pooled connection closes.
+        let Ok(bytes) = std::fs::read(entry.unwrap().path()) else {
+            continue;
+        };
+        assert!(!bytes.windows(16).any(|w| w == b"legacy-raw-token"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db), 0o700);
+        assert_eq!(mode(&db.join("dpf.db")), 0o600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_raw_tokens_become_digests_on_postgres() {
+    legacy_raw_tokens_become_digests(postgres_url().await).await;
+}

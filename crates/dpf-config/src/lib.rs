@@ -214,6 +214,15 @@ impl Config {
             .filter(|v| !v.is_empty())
     }
 
+    /// The value of `key` as set, including an explicitly empty value (`-D key=`), which
+    /// [`Config::get`] treats as unset: for keys where empty means "none" rather than "the
+    /// default" (e.g. an empty deny-list).
+    pub fn get_raw(&self, key: &str) -> Option<&str> {
+        self.entries
+            .get(&canonical_key(key))
+            .map(|e| e.value.as_str())
+    }
+
     /// The value of `key` or `default`.
     pub fn get_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
         self.get(key).unwrap_or(default)
@@ -267,10 +276,36 @@ impl Config {
             .collect()
     }
 
+    /// The values that must never be shown, for masking them wherever they appear in a log
+    /// line ([`mask_secrets`]): those of keys [`is_secret_key`] names secret, and the passwords
+    /// inside URL values (see [`url_password`]). Values that cannot be secrets and would mask
+    /// ordinary words are left out: shorter than 4 characters, numbers, `true`, `false`, `none`
+    /// (e.g. `dpf.api.auth.disabled=true`, `….authorization.type=none`).
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self
+            .entries
+            .values()
+            .flat_map(|entry| {
+                let whole = is_secret_key(&entry.key).then(|| entry.value.clone());
+                whole.into_iter().chain(url_password(&entry.value))
+            })
+            .filter(|value| {
+                let v = value.trim().to_ascii_lowercase();
+                v.chars().count() >= 4
+                    && !matches!(v.as_str(), "true" | "false" | "none")
+                    && v.parse::<f64>().is_err()
+            })
+            .collect();
+        // Longest first, so that masking a secret never leaves the tail of a longer one.
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        secrets
+    }
+
     /// Renders the effective configuration as `key=value  # source`, one per line, sorted.
-    /// Values of keys that look secret (`password`, `secret`, `token`, `key` in the name) are
-    /// masked. Only keys starting with one of `prefixes` are shown (all when empty), so the
-    /// dump does not list the whole process environment.
+    /// Values are shown through [`redact_value`]: those of secret-looking keys are masked, and
+    /// passwords in URLs. Only keys starting with one of `prefixes` are shown (all when empty),
+    /// so the dump does not list the whole process environment.
     pub fn dump(&self, prefixes: &[&str]) -> String {
         let canonical_prefixes: Vec<String> = prefixes.iter().map(|p| canonical_key(p)).collect();
         let mut lines: Vec<String> = self
@@ -280,17 +315,120 @@ impl Config {
                 canonical_prefixes.is_empty()
                     || canonical_prefixes.iter().any(|p| canonical.starts_with(p))
             })
-            .map(|(canonical, entry)| {
-                let secret = ["PASSWORD", "SECRET", "TOKEN", "APIKEY", "API_KEY"]
-                    .iter()
-                    .any(|s| canonical.contains(s));
-                let value = if secret { "****" } else { entry.value.as_str() };
-                format!("{}={}  # {}", entry.key, value, entry.source)
+            .map(|(_, entry)| {
+                format!(
+                    "{}={}  # {}",
+                    entry.key,
+                    redact_value(&entry.key, &entry.value),
+                    entry.source
+                )
             })
             .collect();
         lines.sort();
         lines.join("\n")
     }
+}
+
+/// What a masked value is shown as.
+pub const MASK: &str = "***";
+
+/// Parts of a key name that mark its value as secret (compared ignoring case).
+pub const SECRET_KEY_PARTS: [&str; 6] =
+    ["key", "secret", "password", "token", "credential", "auth"];
+
+/// Whether the value of `key` is a secret: its name contains `key`, `secret`, `password`,
+/// `token`, `credential` or `auth`, ignoring case (`dpf.api.auth.key`, `DB_PASSWORD`,
+/// `edc.dpf.selector.api-key`, `…authorization.type`).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+/// The password in the userinfo of a URL value (`scheme://user:password@host…`), if any.
+pub fn url_password(value: &str) -> Option<String> {
+    let (start, end) = url_password_span(value)?;
+    Some(value[start..end].to_owned())
+}
+
+/// Byte range of the password in `scheme://user:password@host…`, when there is a non-empty one.
+fn url_password_span(value: &str) -> Option<(usize, usize)> {
+    let scheme_end = value.find("://")?;
+    let scheme = &value[..scheme_end];
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    let authority_start = scheme_end + 3;
+    let rest = &value[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    // The last `@` ends the userinfo (a password may itself contain `@`).
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    (colon + 1 < at).then_some((authority_start + colon + 1, authority_start + at))
+}
+
+/// `value` with the password of a URL masked: `postgres://u:pw@h/db` → `postgres://u:***@h/db`.
+/// Anything else is returned unchanged.
+pub fn redact_url(value: &str) -> String {
+    match url_password_span(value) {
+        Some((start, end)) => format!("{}{MASK}{}", &value[..start], &value[end..]),
+        None => value.to_owned(),
+    }
+}
+
+/// The one redaction rule of dpf for configuration values, used by `--dump-config`, logs,
+/// `migrate` and error messages: the whole value of a secret key ([`is_secret_key`]) is masked
+/// (an empty value stays empty), and the password of a URL value is masked in any key.
+pub fn redact_value(key: &str, value: &str) -> String {
+    if is_secret_key(key) {
+        if value.is_empty() {
+            String::new()
+        } else {
+            MASK.to_owned()
+        }
+    } else {
+        redact_url(value)
+    }
+}
+
+/// `text` with the password of every URL in it masked (`… postgres://u:***@h/db …`).
+pub fn redact_urls_in_text(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        // The URL starts after the last character that cannot belong to a scheme.
+        let start = rest[..found]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[found..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ','))
+            .map_or(rest.len(), |i| found + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with the password of every URL in it masked ([`redact_urls_in_text`]) and every
+/// occurrence of each of `secrets` replaced by [`MASK`]: for log lines and messages that may
+/// quote configuration values (see [`Config::secret_values`]).
+pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
+    let mut masked = redact_urls_in_text(text);
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if masked.contains(secret.as_str()) {
+            masked = masked.replace(secret.as_str(), MASK);
+        }
+    }
+    masked
 }
 
 #[cfg(test)]
@@ -387,8 +525,102 @@ mod tests {
         config.set("web.http.port", "1", Source::Default);
         config.set("PATH", "/bin", Source::Env);
         let dump = config.dump(&["dpf.", "web."]);
-        assert!(dump.contains("dpf.api.auth.token=****"));
+        assert!(dump.contains("dpf.api.auth.token=***"));
+        assert!(!dump.contains("hunter2"));
         assert!(dump.contains("web.http.port=1  # default"));
         assert!(!dump.contains("/bin"));
+    }
+
+    #[test]
+    fn an_explicitly_empty_value_is_seen_by_get_raw_only() {
+        let mut config = Config::new();
+        config.set(
+            "dpf.transfer.denied-networks",
+            "10.0.0.0/8",
+            Source::Default,
+        );
+        config.set("dpf.transfer.denied-networks", "", Source::Flag);
+        assert_eq!(config.get("dpf.transfer.denied-networks"), None);
+        assert_eq!(config.get_raw("dpf.transfer.denied-networks"), Some(""));
+        assert_eq!(config.get_raw("unset.key"), None);
+    }
+
+    #[test]
+    fn secret_key_names_are_recognised_ignoring_case() {
+        for key in [
+            "dpf.api.auth.key",
+            "edc.dpf.selector.api-key",
+            "DB_PASSWORD",
+            "x.ClientSecret",
+            "my.Token",
+            "aws.credentials",
+            "edc.dpf.selector.pod1.authorization.type",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["web.http.port", "dpf.store.url", "dpf.log.level"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn url_passwords_are_masked_and_nothing_else() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss:w@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("http://h/a@b:c"), "http://h/a@b:c");
+        assert_eq!(
+            redact_url("sqlite:./dpf-data/dpf.db"),
+            "sqlite:./dpf-data/dpf.db"
+        );
+        assert_eq!(url_password("https://a:s3cret@x"), Some("s3cret".into()));
+        assert_eq!(
+            redact_value("dpf.store.url", "postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_value("dpf.api.auth.key", "k"), MASK);
+    }
+
+    #[test]
+    fn dump_masks_keys_and_url_passwords() {
+        let mut config = Config::new();
+        config.set("dpf.api.auth.key", "admin-key-123", Source::Flag);
+        config.set(
+            "dpf.store.url",
+            "postgres://dpf:pg-pass-456@db/dpf",
+            Source::Flag,
+        );
+        config.set("edc.dpf.selector.api-key", "sel-key-789", Source::Env);
+        config.set(
+            "dpf.dataset.a.baseUrl",
+            "https://u:ds-pass@x/y",
+            Source::File,
+        );
+        let dump = config.dump(&["dpf.", "edc."]);
+        for secret in ["admin-key-123", "pg-pass-456", "sel-key-789", "ds-pass"] {
+            assert!(!dump.contains(secret), "{secret} in {dump}");
+        }
+        assert!(
+            dump.contains("dpf.store.url=postgres://dpf:***@db/dpf  # flag"),
+            "{dump}"
+        );
+        assert!(dump.contains("dpf.api.auth.key=***"), "{dump}");
+        let secrets = config.secret_values();
+        let line = "starting with key admin-key-123 on postgres://dpf:pg-pass-456@db/dpf";
+        let masked = mask_secrets(line, &secrets);
+        assert!(
+            !masked.contains("admin-key-123") && !masked.contains("pg-pass-456"),
+            "{masked}"
+        );
+        assert!(masked.contains("postgres://dpf:***@db/dpf"), "{masked}");
+        config.set("dpf.api.auth.disabled", "true", Source::Flag);
+        assert!(!config.secret_values().contains(&"true".to_owned()));
+        assert_eq!(
+            redact_urls_in_text("error=\"x\" url=postgres://a:b@h/d, then https://u:v@w ok"),
+            "error=\"x\" url=postgres://a:***@h/d, then https://u:***@w ok"
+        );
     }
 }

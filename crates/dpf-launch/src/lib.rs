@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use address_policy::AddressPolicy;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dataplane_manager::{
@@ -59,18 +60,20 @@ pub fn load_config(cli: &Cli, defaults: &[(&str, &str)]) -> anyhow::Result<Confi
 /// Text or JSON logs on stderr, filtered by `RUST_LOG` or `dpf.log.level`. Every line carries
 /// the process's runtime id (`edc.runtime.id`, else `default_runtime`): text lines start with
 /// `runtime=ID`, JSON objects have a `runtimeId` field. Flow and process ids are fields of the
-/// events that concern a flow.
+/// events that concern a flow. No line shows a secret: the values of secret configuration keys
+/// and the passwords of URLs are masked (`dpf_config::mask_secrets`).
 pub fn init_logging(config: &Config, default_runtime: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(config.get_or("dpf.log.level", "info"))
     });
     use std::io::IsTerminal;
     let runtime = config.get_or("edc.runtime.id", default_runtime).to_owned();
+    let writer = RedactingStderr::new(config.secret_values());
     // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if config.get_or("dpf.log.format", "text") == "json" {
         let format = tracing_subscriber::fmt::format().json();
         builder
@@ -109,6 +112,47 @@ impl<F> RuntimeTagged<F> {
             tag: format!("\"runtimeId\":{value},"),
             json: true,
         }
+    }
+}
+
+/// Standard error, with every line passed through `dpf_config::mask_secrets` first: the fmt
+/// layer writes each event with one `write_all`, so each write is one whole line.
+#[derive(Debug, Clone)]
+pub struct RedactingStderr {
+    secrets: Arc<Vec<String>>,
+}
+
+impl RedactingStderr {
+    /// Masks `secrets` (and URL passwords) in everything written.
+    pub fn new(secrets: Vec<String>) -> Self {
+        Self {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    /// `line` as it would be written.
+    pub fn mask(&self, line: &str) -> String {
+        dpf_config::mask_secrets(line, &self.secrets)
+    }
+}
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(self.mask(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
 
@@ -152,7 +196,7 @@ where
 /// password).
 pub async fn open_sql_store(config: &Config) -> anyhow::Result<Option<SqlStore>> {
     let url = StoreUrl::parse(config.get_or("dpf.store.url", DEFAULT_STORE_URL))
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|e| anyhow::Error::msg(dpf_config::redact_urls_in_text(&e)))?;
     if url == StoreUrl::Memory {
         return Ok(None);
     }
@@ -178,7 +222,10 @@ pub async fn run_migrate_if_asked(cli: &Cli, config: &Config) -> anyhow::Result<
     match open_sql_store(config).await? {
         Some(_) => println!(
             "store {} is up to date",
-            config.get_or("dpf.store.url", DEFAULT_STORE_URL)
+            dpf_config::redact_value(
+                "dpf.store.url",
+                config.get_or("dpf.store.url", DEFAULT_STORE_URL)
+            )
         ),
         None => println!("memory: needs no migration"),
     }
@@ -202,13 +249,20 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
     ("dpf.signaling.stop.wait", "10000"),
     ("dpf.callback.retry.limit", "10"),
     ("dpf.callback.retry.backoff", "500"),
-    ("dpf.consumer.destination.dir", "./dpf-data/received"),
+    ("dpf.consumer.destination.dir", "received"),
     ("dpf.dataplane.max-concurrent-flows", "0"),
     ("dpf.retention.age", "604800000"),
     ("dpf.transfer.allow-file-addresses", "false"),
+    ("dpf.transfer.file.root", "./dpf-data/files"),
+    (
+        "dpf.transfer.denied-networks",
+        address_policy::SERVER_DENIED_NETWORKS,
+    ),
     ("dpf.http.insecure", "false"),
     ("dpf.checkpoint.bytes", "67108864"),
     ("dpf.checkpoint.interval", "5000"),
+    ("dpf.api.auth.disabled", "false"),
+    ("dpf.api.max-watchers", "64"),
     ("dpf.log.level", "info"),
     ("dpf.log.format", "text"),
 ];
@@ -238,18 +292,6 @@ pub fn build_data_plane(
     settings.retry_limit = config.parse_or("dpf.transfer.retry.limit", 5)?;
     settings.retry_backoff = millis("dpf.transfer.retry.backoff", 500)?;
     settings.stop_wait = millis("dpf.signaling.stop.wait", 10_000)?;
-    settings.allow_file_addresses = config.parse_or("dpf.transfer.allow-file-addresses", false)?;
-    settings.allowed_hosts = config
-        .get("dpf.transfer.allowed-hosts")
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    settings.require_https = !config.parse_or("dpf.http.insecure", false)?;
     settings.initial_baseline = config.get("dpf.cluster.baseline").map(|list| {
         list.split(',')
             .map(str::trim)
@@ -259,8 +301,28 @@ pub fn build_data_plane(
     });
     settings.min_live = config.parse("dpf.cluster.baseline.min-live")?;
     settings.data_dir = PathBuf::from(config.get_or("dpf.data.dir", "./dpf-data"));
+    // The data directory is the replica's own: owner-only (0700), tightened if it was not.
+    if dataplane_spi::secrets::restrict_dir(&settings.data_dir)
+        .with_context(|| format!("cannot create dpf.data.dir {}", settings.data_dir.display()))?
+    {
+        tracing::warn!(dir = %settings.data_dir.display(), "dpf.data.dir was accessible to other users; restricted it to its owner (0700)");
+    }
+    settings.max_concurrent_flows = config.parse_or("dpf.dataplane.max-concurrent-flows", 0)?;
+    settings.checkpoints = dataplane_manager::pipeline::CheckpointPolicy {
+        bytes: config.parse_or("dpf.checkpoint.bytes", 64 * 1024 * 1024)?,
+        interval: millis("dpf.checkpoint.interval", 5000)?,
+    };
+    anyhow::ensure!(
+        !settings.checkpoints.interval.is_zero(),
+        "dpf.checkpoint.interval must be at least 1 (milliseconds)"
+    );
+    settings.retention = millis("dpf.retention.age", 604_800_000)?;
+    settings.max_bytes = config
+        .parse::<u64>("dpf.transfer.max-bytes")?
+        .filter(|max| *max > 0);
     settings.consumer_destination_dir =
-        PathBuf::from(config.get_or("dpf.consumer.destination.dir", "./dpf-data/received"));
+        PathBuf::from(config.get_or("dpf.consumer.destination.dir", "received"));
+    settings.address_policy = address_policy(config, &settings.data_dir)?;
     anyhow::ensure!(
         settings.renew_interval < settings.lease,
         "the lease renew interval ({:?}) must be shorter than the lease ({:?})",
@@ -268,31 +330,36 @@ pub fn build_data_plane(
         settings.lease
     );
 
-    let transfer_client = outbound_client(config, |b| {
-        b.connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(30))
-    })?;
+    let policy = settings.address_policy.clone();
+    let transfer_client = outbound_client(config, &policy, transfer_http::transfer_settings)?;
     let transfers = TransferRegistry::builder()
-        .source(Arc::new(transfer_fs::FileSourceFactory::new()))
-        .and_then(|b| b.sink(Arc::new(transfer_fs::FileSinkFactory::new())))
+        .source(Arc::new(transfer_fs::FileSourceFactory::with_policy(
+            policy.clone(),
+        )))
         .and_then(|b| {
-            b.source(Arc::new(transfer_http::HttpSourceFactory::new(
-                transfer_client.clone(),
+            b.sink(Arc::new(transfer_fs::FileSinkFactory::with_policy(
+                policy.clone(),
             )))
         })
         .and_then(|b| {
-            b.sink(Arc::new(transfer_http::HttpSinkFactory::new(
-                transfer_client,
-            )))
+            b.source(Arc::new(
+                transfer_http::HttpSourceFactory::new(transfer_client.clone())
+                    .with_policy(policy.clone()),
+            ))
+        })
+        .and_then(|b| {
+            b.sink(Arc::new(
+                transfer_http::HttpSinkFactory::new(transfer_client).with_policy(policy.clone()),
+            ))
         })
         .map_err(anyhow::Error::msg)?
         .build();
     let mut known = transfers.source_types();
     known.extend(transfers.sink_types());
-    let datasets = DatasetRegistry::from_entries(&config.with_prefix("dpf.dataset."), &known)?;
+    let datasets =
+        DatasetRegistry::from_entries(&config.with_prefix("dpf.dataset."), &known, policy.clone())?;
 
-    let control_planes = Arc::new(ControlPlaneRegistry::new());
+    let control_planes = Arc::new(ControlPlaneRegistry::with_policy(policy.clone()));
     let mut endpoints: Vec<(String, String)> = config
         .with_prefix("dpf.controlplane.")
         .into_iter()
@@ -303,15 +370,28 @@ pub fn build_data_plane(
         .collect();
     endpoints.sort();
     for (id, endpoint) in endpoints {
+        // dpf.controlplane.<id>.authorization.<property>: the credential its callbacks carry
+        // (the DPS authorization object, e.g. type=bearer and token=…).
+        let mut authorization = serde_json::Map::new();
+        for (property, value) in
+            config.with_prefix(&format!("dpf.controlplane.{id}.authorization."))
+        {
+            authorization.insert(property, value.into());
+        }
+        let authorization = if authorization.is_empty() {
+            serde_json_none()
+        } else {
+            serde_json::Value::Object(authorization)
+        };
         control_planes
             .put(ControlPlaneRegistration {
                 controlplane_id: id.clone(),
                 endpoint,
-                authorization: serde_json_none(),
+                authorization,
             })
             .with_context(|| format!("dpf.controlplane.{id}.endpoint"))?;
     }
-    let callback_client = outbound_client(config, |b| {
+    let callback_client = outbound_client(config, &policy, |b| {
         b.connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
     })?;
@@ -332,6 +412,58 @@ pub fn build_data_plane(
     ))
 }
 
+/// The address policy every address of this replica passes through (docs/security.md):
+/// `dpf.transfer.file.root` (created 0700), `dpf.transfer.denied-networks`,
+/// `dpf.transfer.allowed-hosts`, `dpf.transfer.allow-file-addresses`, HTTPS unless
+/// `dpf.http.insecure=true`. The replica's own files (the SQLite store, `cluster.json` in
+/// `dpf.data.dir`, TLS keys, the configuration file) are never a transfer target.
+///
+/// # Errors
+/// An invalid network or an unusable root.
+pub fn address_policy(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<AddressPolicy> {
+    // An explicitly empty value denies nothing; unset falls back to the server default.
+    let denied = config
+        .get_raw("dpf.transfer.denied-networks")
+        .unwrap_or(address_policy::SERVER_DENIED_NETWORKS);
+    let denied = address_policy::parse_networks(denied)
+        .map_err(|e| anyhow::anyhow!("dpf.transfer.denied-networks: {e}"))?;
+    let allowed = config
+        .get("dpf.transfer.allowed-hosts")
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut builder = AddressPolicy::builder()
+        .file_root(config.get_or("dpf.transfer.file.root", "./dpf-data/files"))
+        .allow_file_urls(config.parse_or("dpf.transfer.allow-file-addresses", false)?)
+        .require_https(!config.parse_or("dpf.http.insecure", false)?)
+        .denied_networks(denied)
+        .allowed_hosts(allowed)
+        .protect(data_dir.join("cluster.json"));
+    if let Ok(StoreUrl::Sqlite(file)) =
+        StoreUrl::parse(config.get_or("dpf.store.url", DEFAULT_STORE_URL))
+    {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = file.clone().into_os_string();
+            name.push(suffix);
+            builder = builder.protect(PathBuf::from(name));
+        }
+    }
+    for key in ["dpf.tls.cert", "dpf.tls.key", "dpf.tls.ca"] {
+        if let Some(path) = config.get(key) {
+            builder = builder.protect(path);
+        }
+    }
+    builder.build().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The extra CA (`dpf.tls.ca`, PEM) outbound HTTPS calls trust besides the system's roots.
 fn extra_ca(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
     config
@@ -343,9 +475,10 @@ fn extra_ca(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
 /// An HTTP client for outbound calls, trusting `dpf.tls.ca` when set.
 fn outbound_client(
     config: &Config,
+    policy: &AddressPolicy,
     settings: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
 ) -> anyhow::Result<reqwest::Client> {
-    let mut builder = settings(reqwest::Client::builder());
+    let mut builder = settings(policy.client_builder());
     if let Some(pem) = extra_ca(config)? {
         builder = builder.add_root_certificate(
             reqwest::Certificate::from_pem(&pem).context("dpf.tls.ca is not a PEM certificate")?,
@@ -414,6 +547,33 @@ pub fn registration_for(config: &Config, plane: &DataPlane) -> DataPlaneRegistra
         .unwrap_or_default();
     registration.allowed_source_types = plane.transfers().source_types();
     registration
+}
+
+/// The client a replica registers with a standalone selector at `url` through: it sends
+/// `edc.dpf.selector.api-key` (as `Authorization: Bearer`) when set, trusts `dpf.tls.ca` besides
+/// the system's roots, and follows no redirects. The selector's URL is operator
+/// configuration, so `dpf.transfer.denied-networks` does not apply to it.
+///
+/// # Errors
+/// A malformed URL or an unreadable or invalid `dpf.tls.ca`.
+pub fn remote_selector_client(
+    config: &Config,
+    url: &str,
+) -> anyhow::Result<selector_client::RemoteSelectorClient> {
+    let mut settings = selector_client::RemoteSelectorClientConfig::new(url);
+    settings.api_key = config
+        .get("edc.dpf.selector.api-key")
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned);
+    settings.ca_pem = extra_ca(config)?;
+    if settings.api_key.is_none() {
+        tracing::info!(
+            "edc.dpf.selector.api-key is not set: registering with the selector without a key"
+        );
+    }
+    selector_client::RemoteSelectorClient::new(settings)
+        .context("cannot build the selector client (edc.dpf.selector.url, dpf.tls.ca)")
 }
 
 /// Registers with the selector now and every `interval` (the DPS registration is idempotent,
@@ -488,6 +648,10 @@ pub async fn run_data_plane_process(
         format!("cannot listen on {host}:{port} (web.http.host / web.http.port)")
     })?;
     let address = listener.local_addr()?;
+    let auth = api_auth(&config, address)?;
+    let max_watchers: usize =
+        config.parse_or("dpf.api.max-watchers", dataplane_api::DEFAULT_MAX_WATCHERS)?;
+    let api_options = dataplane_api::ApiOptions::new(max_watchers);
     let tls = server_tls(&config)?;
     let insecure: bool = config.parse_or("dpf.http.insecure", false)?;
     // HTTPS here, or at a TLS-terminating proxy whose https:// address is dpf.public.url.
@@ -565,10 +729,7 @@ pub async fn run_data_plane_process(
                     "edc.dpf.selector.url {url} is plain HTTP: use https:// or dpf.http.insecure=true for development"
                 )
         }
-        (None, Some(url)) => Some(Arc::new(
-            selector_client::RemoteSelectorClient::for_url(url)
-                .context("invalid edc.dpf.selector.url")?,
-        )),
+        (None, Some(url)) => Some(Arc::new(remote_selector_client(&config, url)?)),
         (None, None) => {
             tracing::info!("edc.dpf.selector.url is not set: not registering with a selector");
             None
@@ -582,23 +743,21 @@ pub async fn run_data_plane_process(
         )
     });
 
-    let api_key = api_common::ApiKey(config.get("dpf.api.auth.key").map(Into::into));
-    if api_key.0.is_none() {
-        tracing::warn!("dpf.api.auth.key is not set: the management, signaling and cluster APIs are open to anyone who can reach them");
-    }
     let app_plane = plane.clone();
     let server = HttpServer::new(move || {
-        let mut app = App::new()
-            .app_data(web::Data::new(api_key.clone()))
-            .wrap(actix_web::middleware::from_fn(api_common::require_api_key));
+        // Each API wraps its own protected scope with the key middleware, which reads this.
+        let mut app = App::new().app_data(web::Data::new(auth.clone()));
         if let Some(selector) = &selector {
             app = app.configure(selector_api::configure_at(
                 EMBEDDED_SELECTOR_PATH,
                 selector.clone(),
             ));
         }
-        app.configure(dataplane_api::configure(app_plane.clone()))
-            .default_service(web::to(api_common::not_found_handler))
+        app.configure(dataplane_api::configure_with(
+            app_plane.clone(),
+            api_options.clone(),
+        ))
+        .default_service(web::to(api_common::not_found_handler))
     })
     .workers(workers.max(1))
     // On SIGTERM, in-flight requests get a few seconds; then transfers stop and the replica
@@ -617,6 +776,75 @@ pub async fn run_data_plane_process(
     background.shutdown().await;
     tracing::info!("data plane stopped");
     Ok(())
+}
+
+/// Prefix of the per-control-plane keys: `dpf.api.auth.controlplane.<participantId>.key`.
+pub const CONTROL_PLANE_KEY_PREFIX: &str = "dpf.api.auth.controlplane.";
+
+/// The API's keys and roles (`dpf.api.auth.key`, `dpf.api.auth.controlplane.<participantId>.key`)
+/// and the rules for serving without any: a non-loopback `bind` refuses to start unless
+/// `dpf.api.auth.disabled=true`; on loopback, requests must name a loopback host or the host of
+/// `dpf.public.url` (`Host` check against DNS rebinding). Never logs a key.
+///
+/// # Errors
+/// A malformed key name, an empty or duplicate key, or a non-loopback bind without a key.
+pub fn api_auth(
+    config: &Config,
+    bind: std::net::SocketAddr,
+) -> anyhow::Result<api_common::AuthConfig> {
+    let mut auth = api_common::AuthConfig::admin(config.get("dpf.api.auth.key").map(str::trim));
+    for (rest, value) in config.with_prefix(CONTROL_PLANE_KEY_PREFIX) {
+        let participant = rest
+            .len()
+            .checked_sub(".key".len())
+            .filter(|&at| rest.is_char_boundary(at) && rest[at..].eq_ignore_ascii_case(".key"))
+            .map(|at| &rest[..at])
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown setting {CONTROL_PLANE_KEY_PREFIX}{rest}: per-control-plane keys are \
+                     {CONTROL_PLANE_KEY_PREFIX}<participantId>.key"
+                )
+            })?;
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        auth = auth
+            .with_control_plane(participant, value)
+            .map_err(|e| anyhow::anyhow!("{CONTROL_PLANE_KEY_PREFIX}{participant}.key: {e}"))?;
+    }
+    let disabled: bool = config.parse_or("dpf.api.auth.disabled", false)?;
+    if auth.has_keys() {
+        if disabled {
+            tracing::warn!("dpf.api.auth.disabled=true is ignored: API keys are configured");
+        }
+        let participants = auth.participants();
+        if !participants.is_empty() {
+            tracing::info!(?participants, "per-control-plane API keys configured");
+        }
+        return Ok(auth);
+    }
+    if disabled {
+        tracing::warn!("dpf.api.auth.disabled=true: the management, signaling and cluster APIs are open to anyone who can reach them");
+        return Ok(auth);
+    }
+    anyhow::ensure!(
+        bind.ip().is_loopback(),
+        "refusing to serve the API without a key on {bind}, which is not a loopback address \
+         (web.http.host): set dpf.api.auth.key (and per-control-plane keys \
+         {CONTROL_PLANE_KEY_PREFIX}<participantId>.key), or dpf.api.auth.disabled=true to serve \
+         it open on a network you trust"
+    );
+    let public_host = config
+        .get("dpf.public.url")
+        .and_then(|url| reqwest::Url::parse(url).ok())
+        .and_then(|url| url.host_str().map(str::to_owned));
+    tracing::warn!(
+        public_host = public_host.as_deref().unwrap_or("(none)"),
+        "no API key is configured (dpf.api.auth.key): the API is open on loopback; requests must \
+         name a loopback host or the host of dpf.public.url"
+    );
+    Ok(auth.with_host_check(public_host))
 }
 
 /// Offers only the data planes of the cluster's baseline (when one is set): a selector that

@@ -12,6 +12,11 @@
 //! | `GET` | `/health` | liveness |
 //! | `GET` | `/openapi.json` | this API's OpenAPI 3 document |
 //!
+//! `/health` and `/openapi.json` are open; every other route requires the API key when one is
+//! configured ([`api_common::ApiKey`], `Authorization: Bearer <key>` or `X-Api-Key: <key>`).
+//! Answers never carry credentials: `authorization.clientSecret` is omitted and any other field
+//! named like a credential shows `***` ([`DataPlaneInstance::redacted`]).
+//!
 //! This crate holds no business logic: it decodes requests, calls a [`DataPlaneSelector`] and
 //! maps [`SelectorError`]s to HTTP in one place ([`ApiError`]). Every error is JSON:
 //! `{"error": "<message>", "code": "<CODE>"}`.
@@ -24,7 +29,7 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use selector_spi::{DataPlaneRegistration, DataPlaneSelector, SelectionRequest};
+use selector_spi::{DataPlaneInstance, DataPlaneRegistration, DataPlaneSelector, SelectionRequest};
 use serde::Serialize;
 
 pub use api_common::{json_config, not_found_handler, MAX_JSON_BODY};
@@ -45,6 +50,13 @@ pub fn configure(selector: Arc<dyn DataPlaneSelector>) -> impl FnOnce(&mut web::
 
 /// Registers the selector routes under `base` (the embedded launcher serves them at
 /// `/api/v1/selector` next to the data plane's `/api/v1`).
+///
+/// Authentication is decided by route, never by looking at the path: `GET {base}/health` and
+/// `GET {base}/openapi.json` are their own resources, open to anyone; every other route lives
+/// in one scope wrapped with [`api_common::require_api_key`], which checks the
+/// [`api_common::AuthConfig`] or [`api_common::ApiKey`] registered as app data (none: open).
+/// Registering, adding and removing instances needs the administrator key; a per-control-plane
+/// key may list, get, select and read the strategies.
 pub fn configure_at(
     base: &'static str,
     selector: Arc<dyn DataPlaneSelector>,
@@ -54,19 +66,37 @@ pub fn configure_at(
             .app_data(json_config())
             .app_data(api_common::query_config())
             .app_data(api_common::path_config())
+            // Open: liveness and the API description.
+            .service(
+                web::resource(format!("{base}/health"))
+                    .route(web::get().to(health))
+                    .default_service(web::to(not_found_handler)),
+            )
+            .service(
+                web::resource(format!("{base}/openapi.json"))
+                    .route(web::get().to(openapi))
+                    .default_service(web::to(not_found_handler)),
+            )
+            // Everything else: behind the key.
             .service(
                 web::scope(base)
-                    .route("/health", web::get().to(health))
-                    .route("/openapi.json", web::get().to(openapi))
+                    .wrap(actix_web::middleware::from_fn(api_common::require_api_key))
                     .route("/strategies", web::get().to(strategies))
                     .route("/dataplanes/select", web::post().to(select))
-                    .route("/dataplanes", web::put().to(register))
-                    .route("/dataplanes", web::post().to(add))
+                    .route("/dataplanes", admin(web::put().to(register)))
+                    .route("/dataplanes", admin(web::post().to(add)))
                     .route("/dataplanes", web::get().to(list))
                     .route("/dataplanes/{id}", web::get().to(get))
-                    .route("/dataplanes/{id}", web::delete().to(remove)),
+                    .route("/dataplanes/{id}", admin(web::delete().to(remove)))
+                    .default_service(web::to(not_found_handler)),
             );
     }
+}
+
+/// A route that changes the registry: administrators only ([`api_common::require_admin`]); a
+/// per-control-plane key (where the embedding configures them) may list and select.
+fn admin(route: actix_web::Route) -> actix_web::Route {
+    route.wrap(actix_web::middleware::from_fn(api_common::require_admin))
 }
 
 /// Starts an HTTP server for the selector on an already bound listener (bind port 0 in tests).
@@ -91,18 +121,40 @@ pub fn serve_with_key(
     workers: usize,
     api_key: Option<String>,
 ) -> std::io::Result<Server> {
-    let key = api_common::ApiKey(api_key.map(Into::into));
+    serve_with(
+        listener,
+        selector,
+        workers,
+        api_common::AuthConfig::admin(api_key.as_deref()),
+        None,
+    )
+}
+
+/// Serves the selector with the keys (and, without keys, the `Host` check) of `auth`, over TLS
+/// when `tls` is given (a rustls 0.23 server configuration, e.g. from
+/// `dpf_launch::server_tls`), else plain HTTP.
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn serve_with(
+    listener: TcpListener,
+    selector: Arc<dyn DataPlaneSelector>,
+    workers: usize,
+    auth: api_common::AuthConfig,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(web::Data::new(key.clone()))
-            .wrap(actix_web::middleware::from_fn(api_common::require_api_key))
+            .app_data(web::Data::new(auth.clone()))
             .configure(configure(selector.clone()))
             .default_service(web::to(not_found_handler))
     })
-    .workers(workers.max(1))
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .workers(workers.max(1));
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 #[derive(Serialize)]
@@ -139,7 +191,7 @@ async fn select(
     request: web::Json<SelectionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let instance = selector.select(&request).await?;
-    Ok(HttpResponse::Ok().json(instance))
+    Ok(HttpResponse::Ok().json(instance.redacted()))
 }
 
 async fn register(
@@ -147,7 +199,7 @@ async fn register(
     registration: web::Json<DataPlaneRegistration>,
 ) -> Result<HttpResponse, ApiError> {
     let (instance, _created) = selector.register(&registration).await?;
-    Ok(HttpResponse::Ok().json(instance))
+    Ok(HttpResponse::Ok().json(instance.redacted()))
 }
 
 async fn add(
@@ -160,15 +212,21 @@ async fn add(
             header::LOCATION,
             format!("{BASE_PATH}/dataplanes/{}", instance.id),
         ))
-        .json(instance))
+        .json(instance.redacted()))
 }
 
 async fn list(selector: SelectorData) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(selector.list().await?))
+    let instances: Vec<_> = selector
+        .list()
+        .await?
+        .into_iter()
+        .map(DataPlaneInstance::redacted)
+        .collect();
+    Ok(HttpResponse::Ok().json(instances))
 }
 
 async fn get(selector: SelectorData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(selector.get(&id).await?))
+    Ok(HttpResponse::Ok().json(selector.get(&id).await?.redacted()))
 }
 
 async fn remove(selector: SelectorData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -285,3 +285,197 @@ async fn health_strategies_openapi_and_unknown_routes() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["code"], "NOT_FOUND");
 }
+
+const KEY: &str = "selector-test-key";
+
+macro_rules! app_with_key {
+    ($selector:expr) => {
+        test::init_service(
+            App::new()
+                .app_data(actix_web::web::Data::new(api_common::ApiKey(Some(
+                    KEY.into(),
+                ))))
+                .configure(selector_api::configure($selector.clone()))
+                .default_service(actix_web::web::to(selector_api::not_found_handler)),
+        )
+        .await
+    };
+}
+
+#[actix_web::test]
+async fn with_a_key_only_health_and_openapi_are_open_whatever_the_path_looks_like() {
+    let selector = selector();
+    let app = app_with_key!(selector);
+    selector
+        .register(&serde_json::from_value(registration("health")).unwrap())
+        .await
+        .unwrap();
+    for uri in ["/api/v1/health", "/api/v1/openapi.json"] {
+        let response =
+            test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    }
+    // Paths that merely end like an open route are protected like any other.
+    for req in [
+        test::TestRequest::delete().uri("/api/v1/dataplanes/health"),
+        test::TestRequest::get().uri("/api/v1/dataplanes/health"),
+        test::TestRequest::delete().uri("/api/v1/dataplanes/openapi.json"),
+        test::TestRequest::put()
+            .uri("/api/v1/dataplanes")
+            .set_json(registration("intruder")),
+        test::TestRequest::get().uri("/api/v1/dataplanes"),
+        test::TestRequest::post()
+            .uri("/api/v1/dataplanes/select")
+            .set_json(json!({"profile": PUSH})),
+        test::TestRequest::get().uri("/api/v1/strategies"),
+        test::TestRequest::get().uri("/api/v1/no-such-route/health"),
+    ] {
+        let (status, body) = error_of(&app, req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["code"], "UNAUTHORIZED");
+    }
+    let (status, _) = error_of(
+        &app,
+        test::TestRequest::delete()
+            .uri("/api/v1/dataplanes/health")
+            .insert_header(("authorization", "Bearer wrong")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Nothing changed.
+    let ids: Vec<String> = selector
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    assert_eq!(ids, vec!["health"]);
+
+    // With the key (either header), the same routes work.
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/v1/dataplanes")
+            .insert_header(("x-api-key", KEY))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri("/api/v1/dataplanes/health")
+            .insert_header(("authorization", format!("Bearer {KEY}")))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(selector.list().await.unwrap().is_empty());
+}
+
+#[actix_web::test]
+async fn no_answer_carries_the_client_secret() {
+    let selector = selector();
+    let app = app!(selector);
+    let mut secret = registration("s");
+    secret["authorization"] = json!({
+        "type": "oauth2_client_credentials",
+        "tokenEndpoint": "https://auth.example/token",
+        "clientId": "cid",
+        "clientSecret": "TOP-SECRET-1",
+        "apiKey": "TOP-SECRET-2"
+    });
+    secret["properties"] = json!({"region": "eu", "password": "TOP-SECRET-3"});
+    let mut answers = Vec::new();
+    for req in [
+        test::TestRequest::put()
+            .uri("/api/v1/dataplanes")
+            .set_json(secret.clone()),
+        test::TestRequest::get().uri("/api/v1/dataplanes"),
+        test::TestRequest::get().uri("/api/v1/dataplanes/s"),
+        test::TestRequest::post()
+            .uri("/api/v1/dataplanes/select")
+            .set_json(json!({"profile": PUSH})),
+    ] {
+        let response = test::call_service(&app, req.to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = test::read_body(response).await;
+        answers.push(String::from_utf8(body.to_vec()).unwrap());
+    }
+    let mut created = secret.clone();
+    created["dataplaneId"] = json!("s2");
+    let response = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/v1/dataplanes")
+            .set_json(created)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    answers.push(String::from_utf8(test::read_body(response).await.to_vec()).unwrap());
+    for answer in &answers {
+        assert!(!answer.contains("TOP-SECRET"), "{answer}");
+        assert!(!answer.contains("clientSecret"), "{answer}");
+        assert!(answer.contains("\"clientId\":\"cid\""), "{answer}");
+    }
+    // The selector itself still holds the credential.
+    let stored = selector.get("s").await.unwrap();
+    assert_eq!(
+        stored.authorization.unwrap().client_secret.as_deref(),
+        Some("TOP-SECRET-1")
+    );
+}
+
+#[actix_web::test]
+async fn a_control_plane_key_may_select_but_not_change_the_registry() {
+    let selector = selector();
+    let auth = api_common::AuthConfig::admin(Some(KEY))
+        .with_control_plane("cp1", "cp1-key")
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .app_data(actix_web::web::Data::new(auth))
+            .configure(selector_api::configure(selector.clone()))
+            .default_service(actix_web::web::to(selector_api::not_found_handler)),
+    )
+    .await;
+    selector
+        .register(&serde_json::from_value(registration("a")).unwrap())
+        .await
+        .unwrap();
+    let cp = ("x-api-key", "cp1-key");
+    for req in [
+        test::TestRequest::put()
+            .uri("/api/v1/dataplanes")
+            .set_json(registration("b")),
+        test::TestRequest::post()
+            .uri("/api/v1/dataplanes")
+            .set_json(registration("b")),
+        test::TestRequest::delete().uri("/api/v1/dataplanes/a"),
+    ] {
+        let (status, body) = error_of(&app, req.insert_header(cp)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["code"], "FORBIDDEN");
+    }
+    for req in [
+        test::TestRequest::get().uri("/api/v1/dataplanes"),
+        test::TestRequest::get().uri("/api/v1/dataplanes/a"),
+        test::TestRequest::get().uri("/api/v1/strategies"),
+        test::TestRequest::post()
+            .uri("/api/v1/dataplanes/select")
+            .set_json(json!({"profile": PUSH})),
+    ] {
+        let response = test::call_service(&app, req.insert_header(cp).to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let ids: Vec<String> = selector
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    assert_eq!(ids, vec!["a"]);
+}

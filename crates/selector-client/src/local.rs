@@ -7,7 +7,8 @@ use selector_spi::{
 
 use crate::{with_default_strategy, SelectorClient};
 
-/// [`SelectorClient`] for a selector embedded in the same process.
+/// [`SelectorClient`] for a selector embedded in the same process. Like the REST API, it
+/// answers instances without credentials ([`DataPlaneInstance::redacted`]).
 #[derive(Debug, Clone)]
 pub struct LocalSelectorClient {
     selector: Arc<dyn DataPlaneSelector>,
@@ -34,26 +35,32 @@ impl LocalSelectorClient {
 impl SelectorClient for LocalSelectorClient {
     async fn select(&self, request: &SelectionRequest) -> SelectorResult<DataPlaneInstance> {
         let request = with_default_strategy(request, self.strategy.as_deref());
-        self.selector.select(&request).await
+        Ok(self.selector.select(&request).await?.redacted())
     }
 
     async fn add(&self, registration: &DataPlaneRegistration) -> SelectorResult<DataPlaneInstance> {
-        self.selector.add(registration).await
+        Ok(self.selector.add(registration).await?.redacted())
     }
 
     async fn register(
         &self,
         registration: &DataPlaneRegistration,
     ) -> SelectorResult<DataPlaneInstance> {
-        Ok(self.selector.register(registration).await?.0)
+        Ok(self.selector.register(registration).await?.0.redacted())
     }
 
     async fn get(&self, id: &str) -> SelectorResult<DataPlaneInstance> {
-        self.selector.get(id).await
+        Ok(self.selector.get(id).await?.redacted())
     }
 
     async fn list(&self) -> SelectorResult<Vec<DataPlaneInstance>> {
-        self.selector.list().await
+        Ok(self
+            .selector
+            .list()
+            .await?
+            .into_iter()
+            .map(DataPlaneInstance::redacted)
+            .collect())
     }
 
     async fn remove(&self, id: &str) -> SelectorResult<()> {

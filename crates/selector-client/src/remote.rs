@@ -36,9 +36,11 @@ pub struct RemoteSelectorClientConfig {
     pub timeout: Duration,
     /// Timeout of establishing a connection.
     pub connect_timeout: Duration,
-    /// API key of the selector (`Authorization: Bearer`), when it requires one.
+    /// API key of the selector, sent as `Authorization: Bearer <key>` (a sensitive header)
+    /// with every request, when it requires one. Never shown by `Debug`.
     pub api_key: Option<String>,
-    /// An extra trusted CA (PEM) for an `https://` selector with a private certificate.
+    /// An extra trusted CA (PEM) for an `https://` selector with a private certificate,
+    /// trusted besides the system's roots. The client follows no redirects.
     pub ca_pem: Option<Vec<u8>>,
 }
 
@@ -107,9 +109,11 @@ impl RemoteSelectorClient {
             let path = format!("{}/", base_url.path());
             base_url.set_path(&path);
         }
+        // A redirect is an error: it could take the API key to another host.
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout);
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = &config.ca_pem {
             let ca = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| SelectorError::InvalidInput(format!("bad CA certificate: {e}")))?;
@@ -155,7 +159,14 @@ impl RemoteSelectorClient {
     ) -> SelectorResult<(StatusCode, Vec<u8>)> {
         let mut request = self.http.request(method, self.url(path)?);
         if let Some(key) = &self.api_key {
-            request = request.bearer_auth(&key.0);
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.0))
+                .map_err(|_| {
+                    SelectorError::InvalidInput(
+                        "the selector API key contains characters a header cannot carry".into(),
+                    )
+                })?;
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
         }
         if let Some(body) = body {
             request = request.json(body);
@@ -230,6 +241,11 @@ fn error_from_response(status: StatusCode, body: &[u8]) -> SelectorError {
         Some(ErrorCode::InvalidInput) => SelectorError::InvalidInput(message),
         Some(ErrorCode::Unavailable) => SelectorError::Unavailable(message),
         Some(ErrorCode::Internal) => SelectorError::Internal(message),
+        None if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            SelectorError::InvalidInput(format!(
+                "the selector refused the request ({status}): {message}; check its API key"
+            ))
+        }
         None if status.is_client_error() => SelectorError::InvalidInput(message),
         None if status == StatusCode::SERVICE_UNAVAILABLE => SelectorError::Unavailable(message),
         None => SelectorError::Internal(message),

@@ -327,3 +327,99 @@ macro_rules! behaviour_suite {
 
 behaviour_suite!(local, super::local_client());
 behaviour_suite!(remote, super::remote_client());
+
+const KEY: &str = "client-test-key";
+
+async fn protected_server() -> (u16, Arc<dyn DataPlaneSelector>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let selector = selector();
+    let server =
+        selector_api::serve_with_key(listener, selector.clone(), 1, Some(KEY.into())).unwrap();
+    tokio::spawn(server);
+    (port, selector)
+}
+
+fn client_with_key(port: u16, key: Option<&str>) -> RemoteSelectorClient {
+    let mut settings =
+        selector_client::RemoteSelectorClientConfig::new(format!("http://127.0.0.1:{port}/api/v1"));
+    settings.api_key = key.map(str::to_owned);
+    RemoteSelectorClient::new(settings).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_client_sends_its_api_key() {
+    let (port, selector) = protected_server().await;
+    for key in [None, Some("wrong")] {
+        let error = client_with_key(port, key)
+            .register(&registration("a"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, SelectorError::InvalidInput(m) if m.contains("401") && m.contains("API key")),
+            "{error:?}"
+        );
+    }
+    assert!(selector.list().await.unwrap().is_empty());
+    let client = client_with_key(port, Some(KEY));
+    client.register(&registration("a")).await.unwrap();
+    assert_eq!(client.list().await.unwrap().len(), 1);
+    // The key never shows in Debug output (logs).
+    assert!(!format!("{client:?}").contains(KEY));
+    let mut settings = selector_client::RemoteSelectorClientConfig::new("http://x/api/v1");
+    settings.api_key = Some(KEY.into());
+    assert!(!format!("{settings:?}").contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_client_returns_a_client_secret() {
+    let mut secret = registration("s");
+    secret.authorization = Some(selector_spi::AuthorizationEntry {
+        kind: Some("oauth2_client_credentials".into()),
+        client_id: Some("cid".into()),
+        client_secret: Some("TOP-SECRET".into()),
+        ..Default::default()
+    });
+    for client in [local_client().await, remote_client().await] {
+        let registered = client.register(&secret).await.unwrap();
+        let listed = client.list().await.unwrap();
+        let got = client.get("s").await.unwrap();
+        let selected = client
+            .select(&SelectionRequest::for_profile(PUSH))
+            .await
+            .unwrap();
+        for instance in [registered, got, selected].into_iter().chain(listed) {
+            let auth = instance.authorization.unwrap();
+            assert_eq!(auth.client_id.as_deref(), Some("cid"));
+            assert_eq!(auth.client_secret, None, "{client:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_client_follows_no_redirect() {
+    // A server that redirects everything elsewhere.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    tokio::spawn(selector_api::serve(target, selector(), 1).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().default_service(actix_web::web::to(move || async move {
+            actix_web::HttpResponse::TemporaryRedirect()
+                .insert_header((
+                    "location",
+                    format!("http://127.0.0.1:{target_port}/api/v1/dataplanes"),
+                ))
+                .finish()
+        }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    let error = client_with_key(port, Some(KEY)).list().await.unwrap_err();
+    assert!(!matches!(error, SelectorError::Unavailable(_)), "{error:?}");
+    assert!(error.to_string().contains("307"), "{error}");
+}

@@ -137,6 +137,72 @@ pub struct AuthorizationEntry {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// What a field holding a credential shows in API answers instead of its value.
+pub const REDACTED: &str = "***";
+
+/// Whether a field name names a credential (compared ignoring case, `-`, `_` and `.`):
+/// it contains `secret`, `password`, `passwd`, `credential`, `apikey` or `privatekey`, ends
+/// with `token` or `key`, or is `authorization`. `tokenEndpoint` and `clientId` are not.
+pub fn is_credential_name(name: &str) -> bool {
+    let name: String = name
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+        "apikey",
+        "privatekey",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+        || name.ends_with("token")
+        || name.ends_with("key")
+        || name == "authorization"
+}
+
+/// Replaces, at any depth, the value of every object field named like a credential
+/// ([`is_credential_name`]) with [`REDACTED`].
+fn redact_value(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (name, value) in map.iter_mut() {
+                if is_credential_name(name) {
+                    *value = serde_json::Value::String(REDACTED.to_owned());
+                } else {
+                    redact_value(value);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+fn redact_map(map: &mut BTreeMap<String, serde_json::Value>) {
+    for (name, value) in map.iter_mut() {
+        if is_credential_name(name) {
+            *value = serde_json::Value::String(REDACTED.to_owned());
+        } else {
+            redact_value(value);
+        }
+    }
+}
+
+impl AuthorizationEntry {
+    /// This entry without its credentials, as the API shows it: `clientSecret` is omitted and
+    /// every other field named like a credential ([`is_credential_name`]) shows [`REDACTED`].
+    #[must_use]
+    pub fn redacted(mut self) -> Self {
+        self.client_secret = None;
+        redact_map(&mut self.extra);
+        self
+    }
+}
+
 /// One data-plane instance known to the selector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -213,6 +279,17 @@ impl DataPlaneInstance {
         self.turn_count = turn_count;
         self.last_active = last_active;
         self.state = state;
+    }
+
+    /// This instance as the API shows it: its authorization entry without credentials
+    /// ([`AuthorizationEntry::redacted`]) and every property named like a credential
+    /// ([`is_credential_name`], at any depth) showing [`REDACTED`]. The stored instance keeps
+    /// them.
+    #[must_use]
+    pub fn redacted(mut self) -> Self {
+        self.authorization = self.authorization.map(AuthorizationEntry::redacted);
+        redact_map(&mut self.properties);
+        self
     }
 
     /// Whether this instance can run a transfer described by `request`: it is selectable,
@@ -361,5 +438,77 @@ impl DataPlaneRegistration {
             kind: Some("none".into()),
             ..AuthorizationEntry::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn credential_names_are_recognised_and_ordinary_names_are_not() {
+        for name in [
+            "clientSecret",
+            "client_secret",
+            "password",
+            "apiKey",
+            "X-Api-Key",
+            "accessToken",
+            "token",
+            "authorization",
+            "credentials",
+            "privateKey",
+        ] {
+            assert!(is_credential_name(name), "{name}");
+        }
+        for name in [
+            "tokenEndpoint",
+            "clientId",
+            "type",
+            "scope",
+            "region",
+            "url",
+        ] {
+            assert!(!is_credential_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_redacted_instance_shows_no_credential() {
+        let mut registration = DataPlaneRegistration::new("a", "https://a/x", Vec::new());
+        registration.authorization = Some(AuthorizationEntry {
+            kind: Some("oauth2_client_credentials".into()),
+            token_endpoint: Some("https://auth/token".into()),
+            client_id: Some("cid".into()),
+            client_secret: Some("s3cret-one".into()),
+            extra: [
+                ("scope".to_owned(), serde_json::json!("read")),
+                ("refreshToken".to_owned(), serde_json::json!("s3cret-two")),
+            ]
+            .into(),
+        });
+        registration.properties = [
+            ("region".to_owned(), serde_json::json!("eu")),
+            (
+                "sink".to_owned(),
+                serde_json::json!({"url": "https://x", "apiKey": "s3cret-three"}),
+            ),
+        ]
+        .into();
+        let instance = DataPlaneInstance::from_registration(&registration, Utc::now());
+        let shown = serde_json::to_string(&instance.clone().redacted()).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("clientSecret"), "{shown}");
+        let redacted = instance.redacted();
+        let auth = redacted.authorization.unwrap();
+        assert_eq!(auth.client_id.as_deref(), Some("cid"));
+        assert_eq!(auth.token_endpoint.as_deref(), Some("https://auth/token"));
+        assert_eq!(auth.extra["scope"], "read");
+        assert_eq!(auth.extra["refreshToken"], REDACTED);
+        assert_eq!(redacted.properties["region"], "eu");
+        assert_eq!(redacted.properties["sink"]["apiKey"], REDACTED);
+        assert_eq!(redacted.properties["sink"]["url"], "https://x");
     }
 }

@@ -22,7 +22,8 @@ mod strategy;
 
 pub use error::{ErrorCode, SelectorError, SelectorResult};
 pub use instance::{
-    AuthorizationEntry, DataPlaneId, DataPlaneInstance, DataPlaneRegistration, InstanceState,
+    is_credential_name, AuthorizationEntry, DataPlaneId, DataPlaneInstance, DataPlaneRegistration,
+    InstanceState, REDACTED,
 };
 pub use registry::{StrategyRegistry, StrategyRegistryBuilder, DEFAULT_STRATEGY};
 pub use request::SelectionRequest;

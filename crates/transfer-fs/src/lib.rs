@@ -1,6 +1,12 @@
 //! File-system data source and sink for the dpf data plane: address type
 //! [`File`](dataplane_spi::FILE_TYPE), property `path`.
 //!
+//! Every path goes through the data plane's [`AddressPolicy`]: it resolves beneath the policy's
+//! file root (`dpf.transfer.file.root`), and files are opened through the root's directory
+//! capability, so neither `..` nor a symbolic link can lead a read or a write out of it
+//! ([`FileSourceFactory::with_policy`], [`FileSinkFactory::with_policy`]). The `new()`
+//! factories use [`AddressPolicy::unrestricted`] (root `/`), for tests and embedding programs.
+//!
 //! - [`FileSourceFactory`] creates [`FileSource`]s. [`FileSource::open`] reads the file from a
 //!   byte offset as a stream of chunks of at most [`CHUNK_SIZE`] bytes. The stream is a snapshot
 //!   of the length seen at open time: it yields exactly `size - offset` bytes (a file that grows
@@ -11,7 +17,8 @@
 //!   written as they arrive (never buffered whole), then the file is flushed and `fdatasync`ed
 //!   before the byte count is returned.
 //!
-//! Errors: a missing or blank `path` is [`TransferError::InvalidAddress`]; a missing file, a
+//! Errors: a missing or blank `path`, or one the policy refuses, is
+//! [`TransferError::InvalidAddress`]; a missing file, a
 //! directory, a permission problem or an offset past the end of the file is
 //! [`TransferError::Rejected`] (retrying will not help); any other I/O error is
 //! [`TransferError::Transient`].
@@ -32,13 +39,15 @@
 use std::io::{self, ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 
+pub use address_policy::AddressPolicy;
+
 use async_trait::async_trait;
 use dataplane_spi::{
     ByteStream, DataSink, DataSinkFactory, DataSource, DataSourceFactory, ResourceAddress,
     SourceStream, TransferError, FILE_TYPE,
 };
 use futures::StreamExt;
-use tokio::fs::{File, OpenOptions};
+use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
@@ -50,6 +59,19 @@ pub const PATH_PROPERTY: &str = "path";
 
 /// The optional `contentType` property of a `File` address, reported by the source as is.
 pub const CONTENT_TYPE_PROPERTY: &str = "contentType";
+
+/// Reads `path` from `address` (a non-blank string) and checks it against `policy`.
+fn located(policy: &AddressPolicy, address: &ResourceAddress) -> Result<Located, TransferError> {
+    let path = path_of(address)?;
+    let relative = policy
+        .check_file(&path.to_string_lossy())
+        .map_err(|e| TransferError::InvalidAddress(e.to_string()))?;
+    Ok(Located {
+        policy: policy.clone(),
+        relative,
+        shown: path,
+    })
+}
 
 /// Reads `path` from `address`: a non-blank string.
 fn path_of(address: &ResourceAddress) -> Result<PathBuf, TransferError> {
@@ -78,14 +100,73 @@ fn io_error(what: &str, path: &Path, error: &io::Error) -> TransferError {
     }
 }
 
+/// A file beneath a policy's root: the path relative to the root, and the path as the
+/// address gave it (for messages).
+#[derive(Debug, Clone)]
+struct Located {
+    policy: AddressPolicy,
+    relative: PathBuf,
+    shown: PathBuf,
+}
+
+impl Located {
+    fn unrestricted(path: PathBuf) -> Self {
+        let policy = AddressPolicy::unrestricted();
+        // Unrestricted: every path is accepted; one the policy cannot normalise (e.g. with
+        // `..`) is opened as given, absolute, beneath `/`.
+        let relative = policy
+            .check_file(&path.to_string_lossy())
+            .unwrap_or_else(|_| {
+                std::path::absolute(&path)
+                    .unwrap_or_else(|_| path.clone())
+                    .strip_prefix("/")
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|_| path.clone())
+            });
+        Self {
+            policy,
+            relative,
+            shown: path,
+        }
+    }
+
+    /// Runs `f` on the root capability and the relative path, off the runtime threads.
+    async fn with_root<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&cap_std::fs::Dir, &Path) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let policy = self.policy.clone();
+        let relative = self.relative.clone();
+        tokio::task::spawn_blocking(move || {
+            let root = policy.open_root()?;
+            f(&root, &relative)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
 /// Creates [`FileSource`]s for `File` addresses.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FileSourceFactory;
+#[derive(Debug, Clone)]
+pub struct FileSourceFactory {
+    policy: AddressPolicy,
+}
+
+impl Default for FileSourceFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl FileSourceFactory {
-    /// The factory.
+    /// A factory for files anywhere ([`AddressPolicy::unrestricted`]).
     pub fn new() -> Self {
-        Self
+        Self::with_policy(AddressPolicy::unrestricted())
+    }
+
+    /// A factory for files beneath `policy`'s root.
+    pub fn with_policy(policy: AddressPolicy) -> Self {
+        Self { policy }
     }
 }
 
@@ -95,7 +176,10 @@ impl DataSourceFactory for FileSourceFactory {
     }
 
     fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError> {
-        let mut source = FileSource::new(path_of(address)?);
+        let mut source = FileSource {
+            file: located(&self.policy, address)?,
+            content_type: None,
+        };
         source.content_type = address
             .get(CONTENT_TYPE_PROPERTY)
             .filter(|t| !t.trim().is_empty())
@@ -105,13 +189,26 @@ impl DataSourceFactory for FileSourceFactory {
 }
 
 /// Creates [`FileSink`]s for `File` addresses.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FileSinkFactory;
+#[derive(Debug, Clone)]
+pub struct FileSinkFactory {
+    policy: AddressPolicy,
+}
+
+impl Default for FileSinkFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl FileSinkFactory {
-    /// The factory.
+    /// A factory for files anywhere ([`AddressPolicy::unrestricted`]).
     pub fn new() -> Self {
-        Self
+        Self::with_policy(AddressPolicy::unrestricted())
+    }
+
+    /// A factory for files beneath `policy`'s root.
+    pub fn with_policy(policy: AddressPolicy) -> Self {
+        Self { policy }
     }
 }
 
@@ -121,22 +218,24 @@ impl DataSinkFactory for FileSinkFactory {
     }
 
     fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSink>, TransferError> {
-        Ok(Box::new(FileSink::new(path_of(address)?)))
+        Ok(Box::new(FileSink {
+            file: located(&self.policy, address)?,
+        }))
     }
 }
 
 /// A file to read.
 #[derive(Debug, Clone)]
 pub struct FileSource {
-    path: PathBuf,
+    file: Located,
     content_type: Option<String>,
 }
 
 impl FileSource {
-    /// A source reading `path`.
+    /// A source reading `path` (anywhere: [`AddressPolicy::unrestricted`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
-            path: path.into(),
+            file: Located::unrestricted(path.into()),
             content_type: None,
         }
     }
@@ -148,18 +247,21 @@ impl FileSource {
         self
     }
 
-    /// The file.
+    /// The file, as its address names it.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.shown
     }
 }
 
 #[async_trait]
 impl DataSource for FileSource {
     async fn open(&self, offset: u64) -> Result<SourceStream, TransferError> {
-        let path = &self.path;
-        let mut file = File::open(path)
+        let path = &self.file.shown;
+        let mut file = self
+            .file
+            .with_root(|root, relative| root.open(relative))
             .await
+            .map(|f| File::from_std(f.into_std()))
             .map_err(|e| io_error("open", path, &e))?;
         let metadata = file
             .metadata()
@@ -248,58 +350,72 @@ fn check_length(inner: ByteStream, expected: u64, path: String) -> ByteStream {
 /// A file to write.
 #[derive(Debug, Clone)]
 pub struct FileSink {
-    path: PathBuf,
+    file: Located,
 }
 
 impl FileSink {
-    /// A sink writing `path`.
+    /// A sink writing `path` (anywhere: [`AddressPolicy::unrestricted`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            file: Located::unrestricted(path.into()),
+        }
     }
 
-    /// The file.
+    /// The file, as its address names it.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.shown
     }
 
     /// Opens the file for writing at `offset`: created/truncated at 0, else truncated to
     /// `offset` (which must not be past its end) and positioned there.
     async fn open_at(&self, offset: u64) -> Result<File, TransferError> {
-        let path = &self.path;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_error("create the directory", parent, &e))?;
-        }
-        if tokio::fs::metadata(path)
-            .await
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            return Err(TransferError::Rejected(format!(
-                "'{}' is a directory, not a file",
-                path.display()
-            )));
-        }
-        if offset == 0 {
-            return OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .await
-                .map_err(|e| io_error("create", path, &e));
-        }
-        let mut file = match OpenOptions::new().write(true).open(path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+        let path = &self.file.shown;
+        let opened = self
+            .file
+            .with_root(move |root, relative| {
+                if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    root.create_dir_all(parent).map_err(|e| {
+                        io::Error::new(e.kind(), format!("create the directory: {e}"))
+                    })?;
+                }
+                if root.metadata(relative).map(|m| m.is_dir()).unwrap_or(false) {
+                    return Ok(Err(()));
+                }
+                let mut options = cap_std::fs::OpenOptions::new();
+                options.write(true);
+                if offset == 0 {
+                    options.create(true).truncate(true);
+                }
+                #[cfg(unix)]
+                cap_std::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                root.open_with(relative, &options).map(Ok)
+            })
+            .await;
+        let mut file = match opened {
+            Ok(Ok(file)) => File::from_std(file.into_std()),
+            Ok(Err(())) => {
+                return Err(TransferError::Rejected(format!(
+                    "'{}' is a directory, not a file",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound && offset > 0 => {
                 return Err(TransferError::Rejected(format!(
                     "cannot resume '{}' at offset {offset}: the file does not exist",
                     path.display()
                 )))
             }
-            Err(e) => return Err(io_error("open", path, &e)),
+            Err(e) => {
+                return Err(io_error(
+                    if offset == 0 { "create" } else { "open" },
+                    path,
+                    &e,
+                ))
+            }
         };
+        if offset == 0 {
+            return Ok(file);
+        }
         let len = file
             .metadata()
             .await
@@ -324,7 +440,7 @@ impl FileSink {
 #[async_trait]
 impl DataSink for FileSink {
     async fn write(&self, input: SourceStream) -> Result<u64, TransferError> {
-        let path = &self.path;
+        let path = &self.file.shown;
         let SourceStream {
             mut stream, offset, ..
         } = input;
@@ -357,14 +473,18 @@ impl DataSink for FileSink {
     /// A file resumes at the checkpoint (what was written after it is truncated by the next
     /// write), or at its length when it is shorter (0 when it does not exist).
     async fn resume_point(&self, checkpoint: u64) -> Result<Option<u64>, TransferError> {
-        match tokio::fs::metadata(&self.path).await {
+        match self
+            .file
+            .with_root(|root, relative| root.metadata(relative))
+            .await
+        {
             Ok(meta) if meta.is_file() => Ok(Some(checkpoint.min(meta.len()))),
             Ok(_) => Err(TransferError::Rejected(format!(
                 "'{}' is not a file",
-                self.path.display()
+                self.file.shown.display()
             ))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(0)),
-            Err(e) => Err(io_error("read the metadata of", &self.path, &e)),
+            Err(e) => Err(io_error("read the metadata of", &self.file.shown, &e)),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `HttpData` addresses: URL, authorization and extra headers, validated once at `create`.
 
+use address_policy::AddressPolicy;
 use std::fmt;
 
 use dataplane_spi::{ResourceAddress, TransferError, HTTP_DATA_TYPE};
@@ -20,6 +21,10 @@ pub const HEADERS_PROPERTY: &str = "headers";
 pub const METHOD_PROPERTY: &str = "method";
 /// Address property of sinks: the `Content-Type` of the upload.
 pub const CONTENT_TYPE_PROPERTY: &str = "contentType";
+/// Address property of sinks: `tus` when the address is a tus 1.0 upload (dpf's ingest
+/// endpoint advertises it), so that checkpoints are taken from the first byte; else the sink
+/// only learns it on a later attempt (`HEAD`).
+pub const RESUMABLE_PROPERTY: &str = "resumable";
 
 /// Address property of sources: the address is an event stream, `sse` (server-sent events) or
 /// `ndjson` (one JSON object a line), read event by event and resumed after the last event id.
@@ -83,8 +88,13 @@ pub(crate) fn string_property<'a>(
 
 impl Endpoint {
     /// Parses the URL, authorization and headers of `address`.
-    pub(crate) fn from_address(address: &ResourceAddress) -> Result<Self, TransferError> {
-        let url = url_of(address)?;
+    /// The URL goes through `policy` (parsed once, scheme, denied networks for IP literals,
+    /// allow-list).
+    pub(crate) fn from_address(
+        address: &ResourceAddress,
+        policy: &AddressPolicy,
+    ) -> Result<Self, TransferError> {
+        let url = url_of(address, policy)?;
         let mut headers = extra_headers(address)?;
         if let Some(value) = authorization(address)? {
             headers.insert(AUTHORIZATION, value);
@@ -93,14 +103,15 @@ impl Endpoint {
     }
 }
 
-fn url_of(address: &ResourceAddress) -> Result<Url, TransferError> {
+fn url_of(address: &ResourceAddress, policy: &AddressPolicy) -> Result<Url, TransferError> {
     let base = string_property(address, BASE_URL_PROPERTY)?.ok_or_else(|| {
         invalid(format!(
             "an {HTTP_DATA_TYPE} address needs a \"{BASE_URL_PROPERTY}\""
         ))
     })?;
-    let mut url = Url::parse(base.trim())
-        .map_err(|e| invalid(format!("\"{BASE_URL_PROPERTY}\" is not a URL: {e}")))?;
+    let mut url = policy
+        .check_url(base)
+        .map_err(|e| invalid(format!("\"{BASE_URL_PROPERTY}\": {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || matches!(url.host_str(), None | Some("")) {
         return Err(invalid(format!(
             "\"{BASE_URL_PROPERTY}\" must be an http or https URL with a host, not '{}'",
@@ -198,6 +209,19 @@ pub(crate) fn sink_method(address: &ResourceAddress) -> Result<Method, TransferE
         Some(m) if m.trim().eq_ignore_ascii_case("put") => Ok(Method::PUT),
         Some(m) => Err(invalid(format!(
             "\"{METHOD_PROPERTY}\" must be POST or PUT, not '{m}'"
+        ))),
+    }
+}
+
+/// Whether a sink address says it is a tus upload (`resumable: tus`; `none` or absent: not
+/// known to be).
+pub(crate) fn tus_declared(address: &ResourceAddress) -> Result<bool, TransferError> {
+    match string_property(address, RESUMABLE_PROPERTY)? {
+        None => Ok(false),
+        Some(v) if v.trim().eq_ignore_ascii_case("tus") => Ok(true),
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Ok(false),
+        Some(v) => Err(invalid(format!(
+            "\"{RESUMABLE_PROPERTY}\" must be tus or none, not '{v}'"
         ))),
     }
 }

@@ -13,6 +13,7 @@
 //! | `authType` | `bearer` (default: `Bearer <authorization>`) or `raw` (the value as is) |
 //! | `headers` | optional extra headers: a JSON object of names to strings (or a string holding such an object); `Host`, `Content-Length`, `Transfer-Encoding` and `Connection` are refused |
 //! | `method` | sinks only: `POST` (default) or `PUT` |
+//! | `resumable` | sinks only: `tus` when the destination is a tus 1.0 upload (dpf's ingest endpoint says so in its `DataAddress`): checkpointed segments from the first byte; `none` or absent: one plain upload on the first attempt |
 //! | `contentType` | sinks only: the upload's `Content-Type`; else the source's content type, else `application/octet-stream` |
 //! | `eventStream` | sources only: the resource is an event stream, `sse` (server-sent events) or `ndjson` (one JSON object a line); see [Event streams](#event-streams) |
 //! | `cursorParam` | event streams only: the query parameter that carries the cursor (the last event id) when resuming; default `after` for `ndjson`, none for `sse` |
@@ -29,8 +30,16 @@
 //!   at `offset`, `size` is the `Content-Range` total;
 //! - `200` (the server ignored the `Range`), or a `206` that is not the requested rest: the
 //!   stream starts at 0 and `offset` is 0, so the caller knows the transfer restarted;
-//! - `416` whose `Content-Range` total equals `offset`: nothing is left, an empty stream;
-//! - `size` is otherwise the `Content-Length`, if any.
+//! - `416` whose `Content-Range` total equals `offset`: nothing is left, an empty stream; a
+//!   `416` without a total (a server refusing ranges, `Accept-Ranges: none`) or with a total
+//!   above `offset`: the whole resource from 0, as for a `200`;
+//! - `size` is otherwise the `Content-Length`, if any: a body without one (chunked, or ending
+//!   when the connection closes) is streamed to its end with `size` unknown.
+//!
+//! The body is passed on as the server sent it: a `Content-Encoding` (`gzip` …) is never
+//! decoded (the transfer client has no decompression and sends no `Accept-Encoding`). A `GET`
+//! whose connection closes before an answer (a keep-alive connection the server closed as the
+//! request went out) is sent once more on a fresh connection.
 //!
 //! The response and every chunk must arrive within an idle timeout
 //! ([`DEFAULT_IDLE_TIMEOUT`], see [`HttpSourceFactory::with_idle_timeout`]); there is no limit
@@ -69,10 +78,14 @@
 //!
 //! [`HttpSinkFactory`] creates [`HttpSink`]s. `write(input)` streams the input as it is
 //! produced (never buffered whole), with `Content-Length: size - offset` when the input's size
-//! (that of the whole resource) is known — checked while streaming: a source that yields more or
-//! less fails the upload — and chunked otherwise. It returns the number of bytes streamed once a
-//! `2xx` response arrived; at most 64 KiB of that response are read. An error of the input
-//! stream is returned as is.
+//! (that of the whole resource) is known — many servers refuse chunked uploads (411) — checked
+//! while streaming: a source that yields more or less fails the upload; chunked only when the
+//! size is unknown. It returns the number of bytes streamed once a `2xx` response arrived; at
+//! most 64 KiB of that response are read. An error of the input stream is returned as is. An
+//! interim `100 Continue` (when the address's `headers` ask for one with `Expect`) is skipped;
+//! a final answer that arrives before the body was read (`401`, `411`, `413` …) is reported
+//! with its status. An upload whose connection closes before anything of the input was sent
+//! (a stale keep-alive connection) is sent once more on a fresh connection.
 //!
 //! - `offset == 0`: one `POST`/`PUT` that replaces the object.
 //! - `offset > 0`: a [tus 1.0](https://tus.io/protocols/resumable-upload) core `PATCH` with
@@ -80,11 +93,18 @@
 //!   application/offset+octet-stream`, appending to the upload. A `409` is
 //!   [`TransferError::Rejected`] `offset mismatch: receiver is at <its Upload-Offset>`.
 //!
-//! `resume_point` asks the receiver with `HEAD` (and `Tus-Resumable: 1.0.0`): a `2xx` with an
-//! `Upload-Offset` gives that offset, whatever the checkpoint (the next write continues
-//! there); any other answer — no such header, `404`, `405`, other `4xx` — gives `None`: not
-//! resumable, the transfer restarts from zero with a plain upload. Connection failures, `5xx`,
-//! `408` and `429` are [`TransferError::Transient`].
+//! The first attempt of a flow asks the receiver nothing
+//! ([`DataSink::first_point`](dataplane_spi::DataSink::first_point)): `Some(0)` when the
+//! address says `resumable: tus`, else `None` — one plain `POST`/`PUT`, no `HEAD` probe. A
+//! later attempt calls `resume_point`, which asks the receiver with `HEAD` (and
+//! `Tus-Resumable: 1.0.0`): only a tus answer — a `2xx` with `Tus-Resumable` and
+//! `Upload-Offset` — gives an offset, whatever the checkpoint (the next write continues
+//! there); any other answer — `404`, `405`, `501`, `400`, `403`, a `2xx` without those
+//! headers, a connection closed without an answer — gives `None`: not resumable, the transfer
+//! restarts from zero with a plain upload. A `401` while an `authorization` is configured is
+//! [`TransferError::Rejected`] (the credential was refused); failing to connect, timeouts,
+//! `408`, `429` and `5xx` other than `501` are [`TransferError::Transient`]. See
+//! `docs/interop.md` for how common servers answer.
 //!
 //! # Errors
 //!
@@ -93,10 +113,15 @@
 //! response body; `5xx`, `408`, `429`, connection failures, timeouts and broken bodies are
 //! [`TransferError::Transient`].
 //!
-//! # Client
+//! # Client and address policy
 //!
 //! Both factories take a shared [`reqwest::Client`] ([`HttpSourceFactory::new`],
-//! [`HttpSinkFactory::new`]); their `Default` uses [`default_client`].
+//! [`HttpSinkFactory::new`]); their `Default` uses [`default_client`]. Give them the data
+//! plane's [`AddressPolicy`] (`with_policy`) and a client from [`client_for`] with the same
+//! policy: every `baseUrl` is then parsed and checked when a source or sink is created (scheme,
+//! HTTPS, IP literals against the denied networks, the allow-list), names are checked on the
+//! addresses they resolve to when connecting, and redirects are never followed (a `3xx` is
+//! [`TransferError::Rejected`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dataplane_spi::TransferError> {
@@ -125,6 +150,7 @@ mod source;
 
 use std::time::Duration;
 
+pub use address_policy::AddressPolicy;
 use reqwest::Client;
 
 #[doc(no_inline)]
@@ -132,7 +158,7 @@ pub use dataplane_spi::TransferError;
 pub use endpoint::{
     AUTHORIZATION_PROPERTY, AUTH_TYPE_PROPERTY, BASE_URL_PROPERTY, CONTENT_TYPE_PROPERTY,
     CURSOR_PARAM_PROPERTY, EVENT_STREAM_PROPERTY, HEADERS_PROPERTY, ID_FIELD_PROPERTY,
-    METHOD_PROPERTY, PATH_PROPERTY,
+    METHOD_PROPERTY, PATH_PROPERTY, RESUMABLE_PROPERTY,
 };
 pub use event_decoder::MAX_EVENT_SIZE;
 pub use events::{
@@ -150,17 +176,32 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default idle timeout of sources: the longest wait for the response or for the next chunk.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A client for transfers: connect timeout [`CONNECT_TIMEOUT`], no total timeout (transfers can
-/// be long), `TCP_NODELAY`, TCP keep-alive (to notice dead peers during long transfers).
+/// A client for transfers under `policy` ([`AddressPolicy::client_builder`]: names resolved
+/// and checked on their addresses, no redirects, no environment proxies), connect timeout
+/// [`CONNECT_TIMEOUT`], no total timeout (transfers can be long), `TCP_NODELAY`, TCP
+/// keep-alive (to notice dead peers during long transfers).
+///
+/// # Errors
+/// When the client cannot be built (e.g. the TLS backend fails to initialise).
+pub fn client_for(policy: &AddressPolicy) -> reqwest::Result<Client> {
+    transfer_settings(policy.client_builder()).build()
+}
+
+/// The transfer settings of [`client_for`] applied to `builder` (e.g. one that already trusts
+/// an extra CA).
+pub fn transfer_settings(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+}
+
+/// [`client_for`] with [`AddressPolicy::unrestricted`]: every network, but still no redirects.
 ///
 /// # Errors
 /// When the client cannot be built (e.g. the TLS backend fails to initialise).
 pub fn default_client() -> reqwest::Result<Client> {
-    Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Some(Duration::from_secs(30)))
-        .build()
+    client_for(&AddressPolicy::unrestricted())
 }
 
 /// [`default_client`], or reqwest's default one should that fail.

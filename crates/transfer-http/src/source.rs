@@ -1,5 +1,7 @@
-//! The HTTP source: a streaming `GET`, resumed with `Range` where the server supports it.
-//! Event streams are in [`crate::events`].
+//! The HTTP source: a streaming `GET`, resumed with `Range` where the server supports it
+//! (otherwise restarted from zero). The body is passed on exactly as the server sent it: no
+//! `Content-Encoding` is decoded (the transfer client has no decompression), and a body without
+//! `Content-Length` is streamed to its end. Event streams are in [`crate::events`].
 
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use crate::endpoint::{display_url, Endpoint};
 use crate::errors::{request_error, status_error};
 use crate::events::{EventStreamConfig, HttpEventSource};
+use address_policy::AddressPolicy;
+
 use crate::{default_client_or_fallback, DEFAULT_IDLE_TIMEOUT};
 
 /// Creates [`HttpSource`]s for `HttpData` addresses, all sharing one [`Client`].
@@ -22,6 +26,7 @@ use crate::{default_client_or_fallback, DEFAULT_IDLE_TIMEOUT};
 pub struct HttpSourceFactory {
     client: Client,
     idle_timeout: Duration,
+    policy: AddressPolicy,
 }
 
 impl HttpSourceFactory {
@@ -31,7 +36,17 @@ impl HttpSourceFactory {
         Self {
             client,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            policy: AddressPolicy::unrestricted(),
         }
+    }
+
+    /// Checks every address with `policy` (default [`AddressPolicy::unrestricted`]); give the
+    /// factory a client from [`crate::client_for`] with the same policy, so that names are
+    /// checked on their resolved addresses too.
+    #[must_use]
+    pub fn with_policy(mut self, policy: AddressPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Fails a download when the server sends no response or no data for `idle_timeout`
@@ -57,7 +72,7 @@ impl DataSourceFactory for HttpSourceFactory {
 
     /// An [`HttpSource`], or an [`HttpEventSource`] when the address has an `eventStream`.
     fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError> {
-        let endpoint = Endpoint::from_address(address)?;
+        let endpoint = Endpoint::from_address(address, &self.policy)?;
         if let Some(config) = EventStreamConfig::from_address(address)? {
             return Ok(Box::new(HttpEventSource::new(
                 self.client.clone(),
@@ -162,19 +177,37 @@ impl HttpSource {
     }
 }
 
-/// Sends a `GET` request to `url`, waiting at most `idle_timeout` for the response.
+/// Sends a `GET` request to `url`, waiting at most `idle_timeout` for the response. A
+/// connection that closes before answering (a keep-alive connection the server closed as the
+/// request went out) is tried once more on a fresh one: a `GET` can be repeated.
 pub(crate) async fn send_get(
     request: RequestBuilder,
     url: &Url,
     idle_timeout: Duration,
 ) -> Result<Response, TransferError> {
-    match tokio::time::timeout(idle_timeout, request.send()).await {
+    let again = request.try_clone();
+    let error = match tokio::time::timeout(idle_timeout, request.send()).await {
+        Ok(Ok(response)) => return Ok(response),
+        Ok(Err(e)) => e,
+        Err(_) => return Err(no_response(url, idle_timeout)),
+    };
+    let closed_early =
+        !(error.is_connect() || error.is_timeout() || error.is_builder() || error.is_redirect());
+    let Some(again) = again.filter(|_| closed_early) else {
+        return Err(request_error("GET", url, &error));
+    };
+    tracing::debug!(url = %display_url(url), error = %crate::errors::chain(&error), "GET: the connection closed before the answer; trying once more");
+    match tokio::time::timeout(idle_timeout, again.send()).await {
         Ok(result) => result.map_err(|e| request_error("GET", url, &e)),
-        Err(_) => Err(TransferError::Transient(format!(
-            "GET {} got no response within {idle_timeout:?}",
-            display_url(url)
-        ))),
+        Err(_) => Err(no_response(url, idle_timeout)),
     }
+}
+
+fn no_response(url: &Url, idle_timeout: Duration) -> TransferError {
+    TransferError::Transient(format!(
+        "GET {} got no response within {idle_timeout:?}",
+        display_url(url)
+    ))
 }
 
 /// The body of `response` (to a `GET` of `url`) as chunks, each awaited at most `idle_timeout`.
@@ -230,6 +263,17 @@ impl DataSource for HttpSource {
                     content_type: None,
                     offset,
                 });
+            }
+            // A server that does not serve ranges (`Accept-Ranges: none`) and refuses them
+            // rather than ignoring them: the whole resource, from the start. (A total below
+            // the offset means the resource shrank under the transfer: refused below.)
+            if !matches!(total, Some(t) if t < offset) {
+                drop(response);
+                let why = format!(
+                    "asked for bytes from {offset}, the server answered 416 (Content-Range total {})",
+                    total.map_or_else(|| "unknown".to_owned(), |t| t.to_string())
+                );
+                return self.restart(offset, &why).await;
             }
         }
         if !status.is_success() {

@@ -58,6 +58,13 @@ impl Launcher {
         let log = std::fs::File::create(dir.path().join("launcher.log")).unwrap();
         let mut child = Command::new(launcher_binary())
             .args(["-D", "web.http.port=0", "-D", "dpf.store.url=memory:"])
+            // The tests name files in their own temporary directories and sinks on loopback.
+            .args(["-D", "dpf.transfer.denied-networks="])
+            .arg("-D")
+            .arg(format!(
+                "dpf.transfer.file.root={}",
+                std::env::temp_dir().display()
+            ))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

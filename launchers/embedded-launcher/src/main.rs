@@ -17,6 +17,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     // The quick start: plain HTTP on localhost. Production deployments set dpf.tls.cert/key
     // and dpf.http.insecure=false (docs/operations.md).
     ("dpf.http.insecure", "true"),
+    // Local peers (loopback, the LAN) are what a quick start talks to; cloud metadata services
+    // and multicast stay out of reach (docs/security.md).
+    (
+        "dpf.transfer.denied-networks",
+        address_policy::LOCAL_DENIED_NETWORKS,
+    ),
 ];
 
 #[actix_web::main]

@@ -10,8 +10,15 @@
 //! Configuration keys (see `docs/configuration.md`): `web.http.host`, `web.http.port`
 //! (0 = any free port), `web.http.workers`, `dpf.store.url`, `dpf.store.pool.size`,
 //! `edc.dpf.selector.strategy`,
-//! `edc.dpf.selector.<alias>.<property>` for seeding, `dpf.log.level`, `dpf.log.format`.
-//! Every key can also be set from the environment (`WEB_HTTP_PORT=0`).
+//! `edc.dpf.selector.<alias>.<property>` for seeding, `dpf.log.level`, `dpf.log.format`,
+//! and for security `edc.dpf.selector.api-key` (else `dpf.api.auth.key`),
+//! `dpf.api.auth.disabled`, `dpf.tls.cert`, `dpf.tls.key`, `dpf.http.insecure`,
+//! `dpf.public.url`. Every key can also be set from the environment (`WEB_HTTP_PORT=0`).
+//!
+//! The selector serves HTTPS (`dpf.tls.cert`/`dpf.tls.key`) and refuses to serve plain HTTP
+//! unless `dpf.http.insecure=true` or `dpf.public.url` is the `https://` address of a
+//! TLS-terminating proxy in front of it; it refuses to listen on a non-loopback address
+//! without an API key unless `dpf.api.auth.disabled=true`.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -35,6 +42,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("dpf.store.url", DEFAULT_STORE_URL),
     ("dpf.store.pool.size", "10"),
     ("edc.dpf.selector.strategy", "random"),
+    ("dpf.http.insecure", "false"),
+    ("dpf.api.auth.disabled", "false"),
     ("dpf.log.level", "info"),
     ("dpf.log.format", "text"),
 ];
@@ -55,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let port: u16 = config.parse_or("web.http.port", 8181)?;
     let workers: usize = config.parse_or("web.http.workers", 2)?;
     let strategy = config.get_or("edc.dpf.selector.strategy", "random");
+    let security = Security::from_config(&config)?;
 
     let sql = open_sql_store(&config).await?;
     let store: Arc<dyn DataPlaneInstanceStore> = match &sql {
@@ -81,19 +91,102 @@ async fn main() -> anyhow::Result<()> {
         format!("cannot listen on {host}:{port} (web.http.host / web.http.port)")
     })?;
     let address = listener.local_addr()?;
+    let auth = security.auth(&config, address)?;
+    let scheme = if security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // Printed on stdout so scripts and tests can find the port when web.http.port=0.
     println!(
-        "dpf selector listening on http://{address}{}",
+        "dpf selector listening on {scheme}://{address}{}",
         selector_api::BASE_PATH
     );
-    tracing::info!(%address, workers, strategy, "selector started");
-    let api_key = config.get("dpf.api.auth.key").map(str::to_owned);
-    if api_key.is_none() {
-        tracing::warn!(
-            "dpf.api.auth.key is not set: the selector API is open to anyone who can reach it"
-        );
-    }
-    selector_api::serve_with_key(listener, selector, workers, api_key)?.await?;
+    tracing::info!(%address, workers, strategy, scheme, "selector started");
+    selector_api::serve_with(listener, selector, workers, auth, security.tls)?.await?;
     tracing::info!("selector stopped");
     Ok(())
+}
+
+/// How the selector protects its API, from configuration.
+struct Security {
+    /// `edc.dpf.selector.api-key`, else `dpf.api.auth.key` (blank = unset).
+    api_key: Option<String>,
+    /// `dpf.api.auth.disabled`: an open API on a non-loopback address is intended.
+    auth_disabled: bool,
+    /// From `dpf.tls.cert`/`dpf.tls.key`.
+    tls: Option<rustls::ServerConfig>,
+}
+
+impl Security {
+    /// Reads the security keys and refuses plain HTTP unless it is allowed.
+    fn from_config(config: &dpf_config::Config) -> anyhow::Result<Self> {
+        let key = |name: &str| {
+            config
+                .get(name)
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+        };
+        let api_key = key("edc.dpf.selector.api-key").or_else(|| key("dpf.api.auth.key"));
+        let auth_disabled: bool = config.parse_or("dpf.api.auth.disabled", false)?;
+        let tls = dpf_launch::server_tls(config)?;
+        let insecure: bool = config.parse_or("dpf.http.insecure", false)?;
+        // HTTPS here, or at a TLS-terminating proxy whose https:// address is dpf.public.url.
+        let public_https = config
+            .get("dpf.public.url")
+            .and_then(|url| url::Url::parse(url.trim()).ok())
+            .is_some_and(|url| url.scheme() == "https");
+        anyhow::ensure!(
+            tls.is_some() || public_https || insecure,
+            "refusing to serve plain HTTP: the selector API carries API keys and data-plane \
+             registrations. Set dpf.tls.cert and dpf.tls.key (or dpf.public.url=https://… behind \
+             a TLS-terminating proxy), or dpf.http.insecure=true for development on a trusted \
+             network"
+        );
+        if insecure && tls.is_none() {
+            tracing::warn!("dpf.http.insecure=true: the selector serves plain HTTP");
+        }
+        Ok(Self {
+            api_key,
+            auth_disabled,
+            tls,
+        })
+    }
+
+    /// The API's authentication for a server bound to `address`: the key; without one, a
+    /// non-loopback address is refused unless `dpf.api.auth.disabled=true`, and on loopback
+    /// requests must name a loopback host or the host of `dpf.public.url` (DNS rebinding).
+    fn auth(
+        &self,
+        config: &dpf_config::Config,
+        address: std::net::SocketAddr,
+    ) -> anyhow::Result<api_common::AuthConfig> {
+        let auth = api_common::AuthConfig::admin(self.api_key.as_deref());
+        if auth.has_keys() {
+            return Ok(auth);
+        }
+        if self.auth_disabled {
+            tracing::warn!(
+                "dpf.api.auth.disabled=true: the selector API is open to anyone who can reach it"
+            );
+            return Ok(auth);
+        }
+        anyhow::ensure!(
+            address.ip().is_loopback(),
+            "refusing to serve the selector API on {address} without an API key: set \
+             edc.dpf.selector.api-key (or dpf.api.auth.key), listen on loopback \
+             (web.http.host=127.0.0.1), or set dpf.api.auth.disabled=true if the network is \
+             trusted"
+        );
+        let public_host = config
+            .get("dpf.public.url")
+            .and_then(|url| url::Url::parse(url.trim()).ok())
+            .and_then(|url| url.host_str().map(str::to_owned));
+        tracing::warn!(
+            "no API key (edc.dpf.selector.api-key / dpf.api.auth.key): the selector API is open \
+             on loopback; requests must name a loopback host or the host of dpf.public.url"
+        );
+        Ok(auth.with_host_check(public_host))
+    }
 }

@@ -24,7 +24,9 @@ impl Drop for Launcher {
 }
 
 fn start(args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Launcher {
+    // Plain HTTP on loopback, as in development (tests of TLS pass their own flags).
     let mut child = Command::new(env!("CARGO_BIN_EXE_selector-launcher"))
+        .args(["-D", "dpf.http.insecure=true"])
         .args(args)
         .args(["-D", "web.http.port=0"])
         .envs(envs.iter().copied())
@@ -122,7 +124,7 @@ fn refuses_an_unknown_default_strategy_and_a_bad_seed() {
         ("web.http.port=eighty", "web.http.port"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_selector-launcher"))
-            .args(["-D", flag])
+            .args(["-D", "dpf.http.insecure=true", "-D", flag])
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -294,6 +296,8 @@ fn an_unreachable_postgres_is_a_clear_startup_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_selector-launcher"))
         .args([
             "-D",
+            "dpf.http.insecure=true",
+            "-D",
             &format!("dpf.store.url=postgres://dpf:secret@127.0.0.1:{port}/dpf"),
         ])
         .current_dir(dir.path())
@@ -302,11 +306,133 @@ fn an_unreachable_postgres_is_a_clear_startup_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("cannot open the store postgres://dpf@127.0.0.1"),
+        stderr.contains("cannot open the store postgres://dpf"),
         "{stderr}"
     );
     assert!(
         !stderr.contains("secret"),
         "the password must not be printed: {stderr}"
     );
+}
+
+/// Runs the launcher to completion (it is expected to refuse to start); returns its stderr.
+fn refused(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_selector-launcher"))
+        .args(["-D", "web.http.port=0", "-D", "dpf.store.url=memory:"])
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "{args:?} should be refused: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn plain_http_needs_the_explicit_insecure_setting() {
+    let stderr = refused(&[]);
+    assert!(stderr.contains("refusing to serve plain HTTP"), "{stderr}");
+    assert!(stderr.contains("dpf.tls.cert"), "{stderr}");
+    assert!(stderr.contains("dpf.http.insecure=true"), "{stderr}");
+    // Half a TLS configuration is an error too, not plain HTTP.
+    let stderr = refused(&["-D", "dpf.tls.cert=/nonexistent/cert.pem"]);
+    assert!(stderr.contains("go together"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_open_api_on_a_non_loopback_address_needs_auth_disabled() {
+    let stderr = refused(&[
+        "-D",
+        "dpf.http.insecure=true",
+        "-D",
+        "web.http.host=0.0.0.0",
+    ]);
+    assert!(stderr.contains("without an API key"), "{stderr}");
+    assert!(stderr.contains("edc.dpf.selector.api-key"), "{stderr}");
+    assert!(stderr.contains("dpf.api.auth.disabled=true"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    for extra in [
+        "dpf.api.auth.disabled=true",
+        "edc.dpf.selector.api-key=k",
+        "dpf.api.auth.key=k",
+    ] {
+        let launcher = start(
+            &[
+                "-D",
+                "web.http.host=0.0.0.0",
+                "-D",
+                "dpf.store.url=memory:",
+                "-D",
+                extra,
+            ],
+            &[],
+            dir.path(),
+        );
+        let port = launcher.base_url.rsplit(':').next().unwrap().to_owned();
+        let (status, _) = get_json(&format!("http://127.0.0.1:{port}/health")).await;
+        assert_eq!(status, 200, "{extra}");
+    }
+}
+
+#[tokio::test]
+async fn edc_dpf_selector_api_key_protects_the_api_and_wins_over_dpf_api_auth_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = start(
+        &[
+            "-D",
+            "dpf.store.url=memory:",
+            "-D",
+            "edc.dpf.selector.api-key=selector-key",
+            "-D",
+            "dpf.api.auth.key=other-key",
+        ],
+        &[],
+        dir.path(),
+    );
+    let status = |key: Option<&'static str>, path: &'static str| {
+        let url = format!("{}{path}", launcher.base_url);
+        async move {
+            let mut request = reqwest::Client::new().get(url);
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            request.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status(None, "/health").await, 200);
+    assert_eq!(status(None, "/openapi.json").await, 200);
+    assert_eq!(status(None, "/dataplanes").await, 401);
+    assert_eq!(status(None, "/dataplanes/health").await, 401);
+    assert_eq!(status(Some("other-key"), "/dataplanes").await, 401);
+    assert_eq!(status(Some("selector-key"), "/dataplanes").await, 200);
+}
+
+#[tokio::test]
+async fn without_a_key_only_loopback_host_names_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = start(&["-D", "dpf.store.url=memory:"], &[], dir.path());
+    let status = |host: &'static str, path: &'static str| {
+        let url = format!("{}{path}", launcher.base_url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("host", host)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A DNS-rebinding page names its own host: refused, but health stays open.
+    assert_eq!(status("evil.example", "/dataplanes").await, 403);
+    assert_eq!(status("evil.example:8181", "/strategies").await, 403);
+    assert_eq!(status("evil.example", "/health").await, 200);
+    assert_eq!(status("localhost:8181", "/dataplanes").await, 200);
+    assert_eq!(status("127.0.0.1", "/dataplanes").await, 200);
 }
