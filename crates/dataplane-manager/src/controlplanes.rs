@@ -67,6 +67,17 @@ impl ControlPlaneRegistry {
             .check_url(&registration.endpoint)
             .map_err(|e| DataPlaneError::InvalidInput(format!("endpoint: {e}")))?;
         registration.endpoint = endpoint.to_string();
+        // An OAuth 2 token endpoint is an address the data plane calls too.
+        if let Some(token_endpoint) = registration.authorization.as_object().and_then(|fields| {
+            fields
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case("tokenEndpoint"))
+                .and_then(|(_, value)| value.as_str())
+        }) {
+            policy.check_url(token_endpoint).map_err(|e| {
+                DataPlaneError::InvalidInput(format!("authorization.tokenEndpoint: {e}"))
+            })?;
+        }
         if !registration.authorization.is_object() {
             return Err(DataPlaneError::InvalidInput(
                 "authorization must be an object (e.g. {\"type\":\"none\"})".into(),
@@ -113,5 +124,55 @@ impl ControlPlaneRegistry {
             .read()
             .map(|e| e.values().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn registration(endpoint: &str, authorization: serde_json::Value) -> ControlPlaneRegistration {
+        ControlPlaneRegistration {
+            controlplane_id: "cp".into(),
+            endpoint: endpoint.into(),
+            authorization,
+        }
+    }
+
+    #[test]
+    fn endpoints_and_token_endpoints_pass_the_address_policy() {
+        let policy = AddressPolicy::builder()
+            .require_https(true)
+            .denied_networks(
+                address_policy::parse_networks(address_policy::SERVER_DENIED_NETWORKS).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let registry = ControlPlaneRegistry::with_policy(policy);
+        let none = serde_json::json!({"type": "none"});
+        for bad in [
+            "http://cp.example/cb",
+            " https://cp.example/cb",
+            "https://169.254.169.254/cb",
+            "https://10.0.0.1/cb",
+        ] {
+            assert!(
+                registry.put(registration(bad, none.clone())).is_err(),
+                "{bad:?}"
+            );
+        }
+        let oauth = serde_json::json!({
+            "type": "oauth2_client_credentials", "tokenEndpoint": "https://127.0.0.1/token",
+            "clientId": "c", "clientSecret": "s"
+        });
+        assert!(registry
+            .put(registration("https://cp.example/cb", oauth))
+            .is_err());
+        registry
+            .put(registration("HTTPS://CP.example/cb", none))
+            .unwrap();
+        assert_eq!(registry.list()[0].endpoint, "https://cp.example/cb");
     }
 }

@@ -285,3 +285,48 @@ async fn a_file_that_shrinks_while_read_fails_the_stream() {
         "{err:?}"
     );
 }
+
+/// Beneath a policy's root: `..` and absolute paths outside it are invalid addresses, and a
+/// link planted after the sink was created cannot lead the write out of the root.
+#[tokio::test]
+async fn files_stay_beneath_the_policy_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let policy = transfer_fs::AddressPolicy::builder()
+        .file_root(&root)
+        .build()
+        .unwrap();
+    let sinks = FileSinkFactory::with_policy(policy.clone());
+    let sources = FileSourceFactory::with_policy(policy);
+    for escape in ["../x", "/etc/passwd", "a/../../x"] {
+        assert!(matches!(
+            sinks.create(&ResourceAddress::file(escape)),
+            Err(TransferError::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            sources.create(&ResourceAddress::file(escape)),
+            Err(TransferError::InvalidAddress(_))
+        ));
+    }
+
+    // Relative to the root.
+    let written = sinks
+        .create(&ResourceAddress::file("in/a.bin"))
+        .unwrap()
+        .write(stream_of(vec![Ok(Bytes::from_static(b"abc"))], 0))
+        .await
+        .unwrap();
+    assert_eq!(written, 3);
+    assert_eq!(std::fs::read(root.join("in/a.bin")).unwrap(), b"abc");
+
+    // Planted after the check: the capability still refuses to follow it out.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let late = sinks.create(&ResourceAddress::file("late/x.bin")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("late")).unwrap();
+    let result = late
+        .write(stream_of(vec![Ok(Bytes::from_static(b"evil"))], 0))
+        .await;
+    assert!(result.is_err(), "wrote through a planted link");
+    assert!(!outside.join("x.bin").exists());
+}

@@ -10,8 +10,8 @@ use crate::output::OutputFormat;
 const AFTER_HELP: &str = "\
 Examples (against `cargo run -p embedded-launcher`):
   dpfctl dataset put report --file ./report.pdf
-  dpfctl transfer --dataset report --to-file /tmp/report-copy.pdf
-  dpfctl transfer --dataset report --to-file /tmp/copy.pdf --profile pull --select
+  dpfctl transfer --dataset report --to-file report-copy.pdf
+  dpfctl transfer --dataset report --to-file copies/report.pdf --profile pull --select
   dpfctl flow list --state STARTED
   dpfctl flow watch 6f1c…
   dpfctl dataplane list --output json
@@ -468,12 +468,14 @@ impl TransferProfile {
 #[command(after_help = "\
 --consumer and --provider take a DPS signaling base URL (…/api/v1/signaling) or an API base \
 URL (…/api/v1); both default to the --dataplane URL, so one data plane serves both sides. \
-The destination path is made absolute and written by the consumer data plane, on its host.")]
+The destination path is written by the consumer data plane, on its host, beneath its file root \
+(dpf.transfer.file.root): a relative path is relative to that root, an absolute one must lie \
+beneath it.")]
 pub struct TransferArgs {
     /// Dataset id on the provider data plane.
     #[arg(long)]
     pub dataset: String,
-    /// Where the consumer data plane writes the data.
+    /// Where the consumer data plane writes the data, beneath its file root.
     #[arg(long, value_name = "PATH")]
     pub to_file: PathBuf,
     /// DPS transfer profile.

@@ -194,8 +194,9 @@ pub async fn transfer(
     } else {
         Side::from_flag(args.provider.as_deref().unwrap_or(dataplane))?
     };
-    let destination = std::path::absolute(&args.to_file)
-        .with_context(|| format!("cannot make '{}' absolute", args.to_file.display()))?;
+    // Sent as given: the consumer data plane resolves it beneath its file root
+    // (dpf.transfer.file.root) and refuses anything outside it.
+    let destination = args.to_file.clone();
     let transfer_id = uuid::Uuid::new_v4().to_string();
     let clock = Instant::now();
     let mut flows = Flows::default();
