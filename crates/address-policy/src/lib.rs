@@ -54,23 +54,20 @@
 //! assert!(policy.check_file("in/data.csv").is_ok());
 //! ```
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dataplane_spi::{ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE};
 use ipnet::IpNet;
-use url::Url;
 
-/// Networks `dataplane-launcher` denies by default: loopback, unspecified, link-local (cloud
-/// metadata services), RFC 1918, CGNAT, IPv6 unique-local, multicast and broadcast.
-pub const SERVER_DENIED_NETWORKS: &str = "127.0.0.0/8,::1/128,0.0.0.0/8,::/128,169.254.0.0/16,\
-fe80::/10,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7,224.0.0.0/4,ff00::/8,\
-255.255.255.255/32";
+mod files;
+mod network;
 
-/// Networks `embedded-launcher` (the local quick start) denies by default: link-local (cloud
-/// metadata services) and multicast; loopback and private networks stay reachable.
-pub const LOCAL_DENIED_NETWORKS: &str = "169.254.0.0/16,fe80::/10,224.0.0.0/4,ff00::/8";
+use files::{absolute, create_root, resolve_existing_prefix};
+use network::HostRule;
+pub use network::{
+    display, parse_networks, PolicyResolver, LOCAL_DENIED_NETWORKS, SERVER_DENIED_NETWORKS,
+};
 
 /// Why an address was refused. The message names the address (without credentials) and the
 /// rule, so a control plane can tell what to change.
@@ -80,74 +77,6 @@ pub struct PolicyError(pub String);
 
 fn refuse(message: impl Into<String>) -> PolicyError {
     PolicyError(message.into())
-}
-
-/// Parses a comma-separated list of networks (`10.0.0.0/8`, `fe80::/10`) or single addresses
-/// (`192.0.2.7` = `/32`). An empty or blank list is no network.
-///
-/// # Errors
-/// The first entry that is neither.
-pub fn parse_networks(list: &str) -> Result<Vec<IpNet>, PolicyError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| refuse(format!("'{entry}' is not a network (a.b.c.d/n or x::/n)")))
-        })
-        .collect()
-}
-
-/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is judged as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// One entry of an allow-list: an exact host, `*.domain` (the domain's subdomains), or a
-/// network (matched against IP literals and resolved addresses).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostRule {
-    Exact(String),
-    Subdomains(String),
-    Network(IpNet),
-}
-
-impl HostRule {
-    fn parse(rule: &str) -> Option<Self> {
-        let rule = rule.trim().to_ascii_lowercase();
-        if rule.is_empty() {
-            return None;
-        }
-        if let Ok(net) = rule.parse::<IpNet>() {
-            return Some(Self::Network(net));
-        }
-        if let Ok(ip) = rule.trim_matches(['[', ']']).parse::<IpAddr>() {
-            return Some(Self::Network(IpNet::from(ip)));
-        }
-        Some(match rule.strip_prefix("*.") {
-            Some(domain) => Self::Subdomains(domain.to_owned()),
-            None => Self::Exact(rule),
-        })
-    }
-
-    fn admits_name(&self, host: &str) -> bool {
-        match self {
-            Self::Exact(name) => name == host,
-            Self::Subdomains(domain) => host
-                .strip_suffix(domain.as_str())
-                .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1),
-            Self::Network(_) => false,
-        }
-    }
-
-    fn admits_ip(&self, ip: IpAddr) -> bool {
-        matches!(self, Self::Network(net) if net.contains(&ip))
-    }
 }
 
 #[derive(Debug)]
@@ -257,56 +186,6 @@ impl AddressPolicyBuilder {
     }
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn create_root(root: &Path) -> Result<PathBuf, PolicyError> {
-    if !root.exists() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(root).map_err(|e| {
-            refuse(format!(
-                "cannot create the file root '{}' (dpf.transfer.file.root): {e}",
-                root.display()
-            ))
-        })?;
-    }
-    let canonical = root.canonicalize().map_err(|e| {
-        refuse(format!(
-            "cannot resolve the file root '{}' (dpf.transfer.file.root): {e}",
-            root.display()
-        ))
-    })?;
-    if !canonical.is_dir() {
-        return Err(refuse(format!(
-            "the file root '{}' (dpf.transfer.file.root) is not a directory",
-            root.display()
-        )));
-    }
-    Ok(canonical)
-}
-
-/// The canonical form of `path`: its longest existing prefix canonicalised, the rest appended.
-fn resolve_existing_prefix(path: &Path) -> Option<PathBuf> {
-    let path = absolute(path);
-    let mut existing = path.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(canonical) = existing.canonicalize() {
-            let mut full = canonical;
-            for part in rest.iter().rev() {
-                full.push(part);
-            }
-            return Some(full);
-        }
-        rest.push(existing.file_name()?.to_owned());
-        existing = existing.parent()?;
-    }
-}
-
 impl AddressPolicy {
     /// A builder with nothing allowed for files, nothing denied for networks, plain HTTP
     /// accepted.
@@ -340,210 +219,6 @@ impl AddressPolicy {
         self.inner.require_https
     }
 
-    /// Opens the file root as a directory capability: every path opened through it resolves
-    /// beneath the root, never following a link out of it.
-    ///
-    /// # Errors
-    /// No root configured, or it cannot be opened.
-    pub fn open_root(&self) -> std::io::Result<cap_std::fs::Dir> {
-        let root = self.file_root().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "File addresses are disabled (no dpf.transfer.file.root)",
-            )
-        })?;
-        cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())
-    }
-
-    /// Checks a file path and returns it relative to the root (normalised: no `.`, no empty
-    /// components), ready for [`open_root`](Self::open_root).
-    ///
-    /// # Errors
-    /// No root; an empty path or one with a NUL; an absolute path not beneath the root; a
-    /// `..` component; an existing symbolic link on the way that leaves the root; a protected
-    /// path.
-    pub fn check_file(&self, raw: &str) -> Result<PathBuf, PolicyError> {
-        let Some(root) = self.file_root() else {
-            return Err(refuse(
-                "File addresses are disabled on this data plane (no dpf.transfer.file.root)",
-            ));
-        };
-        if raw.trim().is_empty() || raw.contains('\0') {
-            return Err(refuse("a file path must be non-blank and contain no NUL"));
-        }
-        let absolute_form;
-        let mut path = Path::new(raw);
-        if self.inner.unrestricted && path.is_relative() {
-            absolute_form = absolute(path);
-            path = &absolute_form;
-        }
-        let relative = if path.is_absolute() {
-            path.strip_prefix(root).map_err(|_| {
-                refuse(format!(
-                    "file path '{raw}' is outside this data plane's file root (dpf.transfer.file.root); give a path relative to the root"
-                ))
-            })?
-        } else {
-            path
-        };
-        let mut normalised = PathBuf::new();
-        for component in relative.components() {
-            match component {
-                Component::Normal(part) => normalised.push(part),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    return Err(refuse(format!("file path '{raw}' must not contain '..'")))
-                }
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(refuse(format!("file path '{raw}' is not beneath the root")))
-                }
-            }
-        }
-        if normalised.as_os_str().is_empty() {
-            return Err(refuse(format!("file path '{raw}' names the root itself")));
-        }
-        let full = root.join(&normalised);
-        // Links already on the way must stay beneath the root (the capability enforces it
-        // again when the file is opened; this gives a clear 4xx up front).
-        let resolved = resolve_existing_prefix(&full).unwrap_or_else(|| full.clone());
-        if !resolved.starts_with(root) {
-            return Err(refuse(format!(
-                "file path '{raw}' leads outside the file root through a symbolic link"
-            )));
-        }
-        if self
-            .inner
-            .protected
-            .iter()
-            .any(|p| resolved.starts_with(p) || p.starts_with(&resolved) && resolved != root)
-        {
-            return Err(refuse(format!(
-                "file path '{raw}' is one of the data plane's own files"
-            )));
-        }
-        Ok(normalised)
-    }
-
-    /// Checks a `file://` URL (DPS data addresses only: refused unless
-    /// [`AddressPolicyBuilder::allow_file_urls`]) and returns its path relative to the root.
-    ///
-    /// # Errors
-    /// As [`check_file`](Self::check_file), or file URLs disabled, or not a local file URL.
-    pub fn check_file_url(&self, raw: &str) -> Result<PathBuf, PolicyError> {
-        if !self.inner.allow_file_urls {
-            return Err(refuse(
-                "file:// data addresses are disabled on this data plane (dpf.transfer.allow-file-addresses)",
-            ));
-        }
-        let url = parse_strict(raw)?;
-        if url.scheme() != "file" {
-            return Err(refuse(format!("'{}' is not a file:// URL", display(&url))));
-        }
-        let path = url
-            .to_file_path()
-            .map_err(|()| refuse(format!("'{}' is not a local file URL", display(&url))))?;
-        self.check_file(&path.to_string_lossy())
-    }
-
-    /// Parses an outbound URL once and checks it: `http`/`https` (only `https` when required),
-    /// a host, an IP literal outside the denied networks, a host the allow-list admits (names
-    /// the allow-list admits only by network are checked again when resolved).
-    ///
-    /// # Errors
-    /// What is wrong, naming the URL without credentials or query.
-    pub fn check_url(&self, raw: &str) -> Result<Url, PolicyError> {
-        let url = parse_strict(raw)?;
-        match url.scheme() {
-            "https" => {}
-            "http" if !self.inner.require_https => {}
-            "http" => {
-                return Err(refuse(format!(
-                    "address '{}' is plain HTTP: the DPS HTTP profile requires HTTPS (dpf.http.insecure=true allows it for development)",
-                    display(&url)
-                )))
-            }
-            other => {
-                return Err(refuse(format!(
-                    "address '{}' has scheme '{other}': only http and https are allowed",
-                    display(&url)
-                )))
-            }
-        }
-        match url.host() {
-            None => return Err(refuse(format!("address '{}' has no host", display(&url)))),
-            Some(url::Host::Ipv4(v4)) => self.check_ip_literal(IpAddr::V4(v4), &url)?,
-            Some(url::Host::Ipv6(v6)) => self.check_ip_literal(IpAddr::V6(v6), &url)?,
-            Some(url::Host::Domain(name)) => {
-                let name = name.to_ascii_lowercase();
-                let allowed = &self.inner.allowed;
-                if !allowed.is_empty()
-                    && !allowed.iter().any(|r| r.admits_name(&name))
-                    && !allowed.iter().any(|r| matches!(r, HostRule::Network(_)))
-                {
-                    return Err(refuse(format!(
-                        "host '{name}' is not in this data plane's allow-list (dpf.transfer.allowed-hosts)"
-                    )));
-                }
-            }
-        }
-        Ok(url)
-    }
-
-    fn check_ip_literal(&self, ip: IpAddr, url: &Url) -> Result<(), PolicyError> {
-        self.check_ip(ip)
-            .map_err(|e| refuse(format!("address '{}' refused: {e}", display(url))))?;
-        let allowed = &self.inner.allowed;
-        if !allowed.is_empty() && !allowed.iter().any(|r| r.admits_ip(canonical(ip))) {
-            return Err(refuse(format!(
-                "host '{ip}' is not in this data plane's allow-list (dpf.transfer.allowed-hosts)"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Whether an outbound connection may reach `ip`.
-    ///
-    /// # Errors
-    /// The denied network `ip` lies in.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), PolicyError> {
-        let ip = canonical(ip);
-        match self.inner.denied.iter().find(|net| net.contains(&ip)) {
-            Some(net) => Err(refuse(format!(
-                "{ip} is in the denied network {net} (dpf.transfer.denied-networks)"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether a resolved address of `host` may be connected to: outside the denied
-    /// networks, and admitted by the allow-list (by name or by network) when there is one.
-    fn admits_resolved(&self, host: &str, ip: IpAddr) -> bool {
-        if self.check_ip(ip).is_err() {
-            return false;
-        }
-        let allowed = &self.inner.allowed;
-        allowed.is_empty()
-            || allowed
-                .iter()
-                .any(|r| r.admits_name(host) || r.admits_ip(canonical(ip)))
-    }
-
-    /// The resolver enforcing the network rule at connect time.
-    pub fn resolver(&self) -> PolicyResolver {
-        PolicyResolver {
-            policy: self.clone(),
-        }
-    }
-
-    /// A client builder with the policy's resolver, no redirects and no environment proxies.
-    /// Add timeouts, TLS roots and the like, then `build()`.
-    pub fn client_builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .dns_resolver(Arc::new(self.resolver()))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-    }
-
     /// Checks a transfer address and returns it normalised: `File` paths relative to the root,
     /// `HttpData` `baseUrl`s parsed and re-serialised. Other types pass unchanged (their own
     /// transfer crates check them with [`check_url`](Self::check_url)).
@@ -575,79 +250,6 @@ impl AddressPolicy {
             _ => {}
         }
         Ok(checked)
-    }
-}
-
-/// Parses a URL, refusing what a lenient parser would silently repair.
-fn parse_strict(raw: &str) -> Result<Url, PolicyError> {
-    if raw.is_empty() {
-        return Err(refuse("the address is empty"));
-    }
-    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(refuse(
-            "the address contains blanks or control characters; send the URL alone",
-        ));
-    }
-    let url = Url::parse(raw).map_err(|e| refuse(format!("the address is not a URL: {e}")))?;
-    // `http:/host` and `http:host` parse as `http://host/`: a sender that means something else
-    // by them must not be second-guessed.
-    if matches!(url.scheme(), "http" | "https") {
-        let after_scheme = &raw[url.scheme().len()..];
-        if !after_scheme.starts_with("://") {
-            return Err(refuse(format!(
-                "the address '{}' must start with {}://",
-                display(&url),
-                url.scheme()
-            )));
-        }
-    }
-    Ok(url)
-}
-
-/// A URL for messages: scheme, host, port and path; never userinfo or query.
-pub fn display(url: &Url) -> String {
-    let mut shown = format!("{}://", url.scheme());
-    if let Some(host) = url.host_str() {
-        shown.push_str(host);
-    }
-    if let Some(port) = url.port() {
-        shown.push_str(&format!(":{port}"));
-    }
-    shown.push_str(url.path());
-    shown
-}
-
-/// A reqwest resolver that resolves names with the system resolver and keeps only the
-/// addresses the policy admits.
-#[derive(Debug, Clone)]
-pub struct PolicyResolver {
-    policy: AddressPolicy,
-}
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
-        let host = name.as_str().to_ascii_lowercase();
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let admitted: Vec<SocketAddr> = resolved
-                .iter()
-                .copied()
-                .filter(|addr| policy.admits_resolved(&host, addr.ip()))
-                .collect();
-            if admitted.is_empty() {
-                let shown: Vec<String> = resolved.iter().map(|a| a.ip().to_string()).collect();
-                tracing::warn!(host = %host, addresses = ?shown, "outbound connection refused by the address policy");
-                let error: Box<dyn std::error::Error + Send + Sync> = Box::new(refuse(format!(
-                    "'{host}' resolves only to addresses this data plane may not reach ({}): dpf.transfer.denied-networks / dpf.transfer.allowed-hosts",
-                    shown.join(", ")
-                )));
-                return Err(error);
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(admitted.into_iter());
-            Ok(addrs)
-        })
     }
 }
 

@@ -11,92 +11,18 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::JsonPayloadError;
-use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
-use serde::Serialize;
+use actix_web::{HttpMessage, HttpRequest};
+
+mod error;
+
+pub use error::{
+    error_response, forbidden_for, json_config, not_found_handler, path_config, query_config,
+    ErrorBody,
+};
 
 /// Largest accepted JSON body, in bytes, on every dpf API.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
-
-/// JSON body of every error response.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
-    /// Human-readable message.
-    pub error: String,
-    /// Stable code.
-    pub code: &'a str,
-}
-
-/// An error response with the dpf JSON error body.
-pub fn error_response(status: StatusCode, error: String, code: &str) -> HttpResponse {
-    HttpResponse::build(status).json(ErrorBody { error, code })
-}
-
-/// JSON extractor settings: [`MAX_JSON_BODY`] and JSON errors for every decoding failure.
-pub fn json_config() -> actix_web::web::JsonConfig {
-    actix_web::web::JsonConfig::default()
-        .limit(MAX_JSON_BODY)
-        .error_handler(|error, _req| {
-            let (status, message, code) = match &error {
-                JsonPayloadError::OverflowKnownLength { length, limit } => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
-                    "PAYLOAD_TOO_LARGE",
-                ),
-                JsonPayloadError::Overflow { limit } => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds the limit of {limit} bytes"),
-                    "PAYLOAD_TOO_LARGE",
-                ),
-                JsonPayloadError::ContentType => (
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "request body must be JSON (Content-Type: application/json)".to_owned(),
-                    "UNSUPPORTED_MEDIA_TYPE",
-                ),
-                JsonPayloadError::Deserialize(e) => (
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid JSON body: {e}"),
-                    "INVALID_INPUT",
-                ),
-                other => (
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid request body: {other}"),
-                    "INVALID_INPUT",
-                ),
-            };
-            actix_web::error::InternalError::from_response(
-                error,
-                error_response(status, message, code),
-            )
-            .into()
-        })
-}
-
-/// Query-string extractor settings: a malformed query is a JSON 400 naming the problem.
-pub fn query_config() -> actix_web::web::QueryConfig {
-    actix_web::web::QueryConfig::default().error_handler(|error, _req| {
-        let response = error_response(
-            StatusCode::BAD_REQUEST,
-            format!("invalid query string: {error}"),
-            "INVALID_INPUT",
-        );
-        actix_web::error::InternalError::from_response(error, response).into()
-    })
-}
-
-/// Path extractor settings: a malformed path parameter is a JSON 400.
-pub fn path_config() -> actix_web::web::PathConfig {
-    actix_web::web::PathConfig::default().error_handler(|error, _req| {
-        let response = error_response(
-            StatusCode::BAD_REQUEST,
-            format!("invalid path: {error}"),
-            "INVALID_INPUT",
-        );
-        actix_web::error::InternalError::from_response(error, response).into()
-    })
-}
 
 /// The key every protected request must present (`Authorization: Bearer <key>` or
 /// `X-Api-Key: <key>`); `None` disables the check. Register as app data and wrap the
@@ -345,13 +271,7 @@ pub async fn require_api_key(
     };
     if !config.has_keys() {
         if !config.host_allowed(request_host(&req).as_deref()) {
-            let response = error_response(
-                StatusCode::FORBIDDEN,
-                "refused: with no API key configured, only requests to a loopback host or to \
-                 the configured public host (dpf.public.url) are served"
-                    .into(),
-                "FORBIDDEN",
-            );
+            let response = error::host_refused();
             return Ok(req.into_response(response).map_into_right_body());
         }
         req.extensions_mut().insert(Role::Admin);
@@ -369,7 +289,7 @@ pub async fn require_api_key(
             } else {
                 "missing API key: send Authorization: Bearer <key> or X-Api-Key: <key>"
             };
-            let response = error_response(StatusCode::UNAUTHORIZED, message.into(), "UNAUTHORIZED");
+            let response = error::unauthorized(message);
             Ok(req.into_response(response).map_into_right_body())
         }
     }
@@ -394,29 +314,11 @@ pub async fn require_admin(
     }
 }
 
-/// The 403 a control-plane caller gets on an administrator's route.
-pub fn forbidden_for(participant: &str) -> HttpResponse {
-    error_response(
-        StatusCode::FORBIDDEN,
-        format!("the key of control plane '{participant}' does not allow this: administrator key required"),
-        "FORBIDDEN",
-    )
-}
-
-/// Default service: unknown paths and methods get a JSON 404.
-pub async fn not_found_handler(req: HttpRequest) -> HttpResponse {
-    error_response(
-        StatusCode::NOT_FOUND,
-        format!("no route for {} {}", req.method(), req.path()),
-        "NOT_FOUND",
-    )
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use actix_web::{test as atest, web, App};
+    use actix_web::{test as atest, web, App, HttpResponse};
 
     #[test]
     fn host_names() {

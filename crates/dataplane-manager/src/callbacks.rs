@@ -20,7 +20,7 @@ pub struct CallbackEvent {
 
 /// Characters kept as they are in a callback URL's path segment (RFC 3986 unreserved); every
 /// other byte of a process id is percent-encoded, so it stays one segment.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub(crate) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -225,6 +225,32 @@ impl CallbackDispatcher {
         self.given_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The control plane a callback goes to, from the cluster-wide registry; a store that
+    /// does not answer is asked again with the callbacks' backoff, up to their limit.
+    async fn control_plane_for(
+        &self,
+        event: &CallbackEvent,
+    ) -> Result<Option<dataplane_spi::ControlPlaneRegistration>, ()> {
+        let mut delay = self.first_backoff;
+        for attempt in 1..=self.max_attempts {
+            match self
+                .registry
+                .for_participant(event.participant_id.as_deref())
+                .await
+            {
+                Ok(found) => return Ok(found),
+                Err(error) => {
+                    tracing::warn!(process_id = %event.process_id, event = event.event, attempt, %error, "cannot read the control-plane registry for a callback");
+                }
+            }
+            if attempt < self.max_attempts {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+        Err(())
+    }
+
     /// Queues a callback and returns at once.
     pub fn send(&self, event: CallbackEvent) {
         let dispatcher = self.clone();
@@ -233,16 +259,22 @@ impl CallbackDispatcher {
 
     /// Delivers one callback with retries; returns whether the control plane accepted it.
     pub async fn deliver(&self, event: CallbackEvent) -> bool {
-        let Some(control_plane) = self
-            .registry
-            .for_participant(event.participant_id.as_deref())
-        else {
-            tracing::info!(
-                process_id = %event.process_id,
-                event = event.event,
-                "no control plane registered for the flow's participant; callback skipped"
-            );
-            return false;
+        let control_plane = match self.control_plane_for(&event).await {
+            Ok(Some(control_plane)) => control_plane,
+            Ok(None) => {
+                tracing::info!(
+                    process_id = %event.process_id,
+                    event = event.event,
+                    "no control plane registered for the flow's participant; callback skipped"
+                );
+                return false;
+            }
+            Err(()) => {
+                self.given_up
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(process_id = %event.process_id, event = event.event, "callback given up: the control-plane registry did not answer");
+                return false;
+            }
         };
         let url = callback_url(&control_plane.endpoint, &event.process_id, event.event);
         let mut delay = self.first_backoff;
@@ -390,6 +422,7 @@ mod tests {
                 endpoint,
                 authorization: serde_json::json!({"type": "bearer", "token": "cb-t0k"}),
             })
+            .await
             .unwrap();
         let dispatcher = CallbackDispatcher::new(registry, 1, Duration::from_millis(1));
         let delivered = dispatcher

@@ -1,10 +1,10 @@
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use address_policy::AddressPolicy;
-use dataplane_spi::ControlPlaneRegistration;
+use dataplane_spi::{ControlPlaneRegistration, Coordinator};
 
-use crate::DataPlaneError;
+use crate::registry::{SharedRegistry, CONTROL_PLANES_PREFIX};
+use crate::{DataPlaneError, Entity};
 
 /// Control planes that receive callbacks, by id: from configuration
 /// (`dpf.controlplane.<id>.endpoint=…`) or `PUT /api/v1/signaling/controlplanes`.
@@ -12,11 +12,17 @@ use crate::DataPlaneError;
 /// A flow's callbacks go to the control plane whose id equals the flow's `participantId`, else
 /// to the only one registered; with none (or several and no match) they are skipped and logged.
 ///
+/// Shared by the cluster once the [`DataPlane`](crate::DataPlane) is built: kept in the
+/// cluster key-value store under `dpf/controlplanes/<id>`, so the replica that finishes a flow
+/// calls back the control plane registered through any replica, and a delete is cluster-wide;
+/// control planes from configuration are written there at start (see [`crate::registry`]).
+/// Their `authorization` holds credentials: never logged, redacted in every view.
+///
 /// Endpoints go through the data plane's [`AddressPolicy`] (HTTPS when required, denied
 /// networks, allow-list) and are stored normalised.
 #[derive(Debug)]
 pub struct ControlPlaneRegistry {
-    entries: RwLock<BTreeMap<String, ControlPlaneRegistration>>,
+    entries: SharedRegistry<ControlPlaneRegistration>,
     policy: RwLock<AddressPolicy>,
 }
 
@@ -35,7 +41,7 @@ impl ControlPlaneRegistry {
     /// An empty registry whose endpoints must pass `policy`.
     pub fn with_policy(policy: AddressPolicy) -> Self {
         Self {
-            entries: RwLock::default(),
+            entries: SharedRegistry::new(Entity::ControlPlane, CONTROL_PLANES_PREFIX),
             policy: RwLock::new(policy),
         }
     }
@@ -47,17 +53,33 @@ impl ControlPlaneRegistry {
         }
     }
 
-    /// Adds or replaces a registration.
+    /// Keeps the registrations in the cluster key-value store of `coordinator` from now on
+    /// (the [`DataPlane`](crate::DataPlane) does this with its own).
+    pub fn share(&self, coordinator: Arc<dyn Coordinator>) {
+        self.entries.share(coordinator);
+    }
+
+    /// Writes the control planes from configuration to the shared store now (else on first
+    /// use).
     ///
     /// # Errors
-    /// [`DataPlaneError::InvalidInput`] for a blank id, or an endpoint the address policy
-    /// refuses (not an http(s) URL, `http://` when HTTPS is required, a denied network…).
-    pub fn put(&self, mut registration: ControlPlaneRegistration) -> Result<(), DataPlaneError> {
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn publish(&self) -> Result<(), DataPlaneError> {
+        self.entries.publish().await
+    }
+
+    /// The registration as it will be stored: id, endpoint and token endpoint checked, the
+    /// endpoint normalised.
+    fn checked(
+        &self,
+        mut registration: ControlPlaneRegistration,
+    ) -> Result<ControlPlaneRegistration, DataPlaneError> {
         if registration.controlplane_id.trim().is_empty() {
             return Err(DataPlaneError::InvalidInput(
                 "controlplaneId must not be blank".into(),
             ));
         }
+        self.entries.check_id(&registration.controlplane_id)?;
         let policy = self
             .policy
             .read()
@@ -83,47 +105,73 @@ impl ControlPlaneRegistry {
                 "authorization must be an object (e.g. {\"type\":\"none\"})".into(),
             ));
         }
-        self.entries
-            .write()
-            .map_err(|_| DataPlaneError::Internal("control-plane registry lock poisoned".into()))?
-            .insert(registration.controlplane_id.clone(), registration);
-        Ok(())
+        Ok(registration)
     }
 
-    /// Removes a registration; whether it existed.
+    /// Adds a registration from configuration (written to the shared store at start).
     ///
     /// # Errors
-    /// Only on a poisoned lock.
-    pub fn remove(&self, id: &str) -> Result<bool, DataPlaneError> {
-        Ok(self
-            .entries
-            .write()
-            .map_err(|_| DataPlaneError::Internal("control-plane registry lock poisoned".into()))?
-            .remove(id)
-            .is_some())
+    /// As [`ControlPlaneRegistry::put`], without touching the store.
+    pub fn configure(&self, registration: ControlPlaneRegistration) -> Result<(), DataPlaneError> {
+        let registration = self.checked(registration)?;
+        self.entries
+            .configure(&registration.controlplane_id.clone(), registration)
     }
 
-    /// The control plane for a participant (see the type's doc).
-    pub fn for_participant(
+    /// Adds or replaces a registration, for the whole cluster.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::InvalidInput`] for a blank id, or an endpoint the address policy
+    /// refuses (not an http(s) URL, `http://` when HTTPS is required, a denied network…);
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn put(&self, registration: ControlPlaneRegistration) -> Result<(), DataPlaneError> {
+        let registration = self.checked(registration)?;
+        self.entries
+            .put(&registration.controlplane_id.clone(), registration)
+            .await
+    }
+
+    /// Removes a registration from the cluster; whether it existed.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn remove(&self, id: &str) -> Result<bool, DataPlaneError> {
+        self.entries.remove(id).await
+    }
+
+    /// The control plane for a participant (see the type's doc), from this replica's cache
+    /// when read within [`crate::registry::CACHE_TTL`], else from the store.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn for_participant(
         &self,
         participant_id: Option<&str>,
-    ) -> Option<ControlPlaneRegistration> {
-        let entries = self.entries.read().ok()?;
-        if let Some(found) = participant_id.and_then(|p| entries.get(p)) {
-            return Some(found.clone());
+    ) -> Result<Option<ControlPlaneRegistration>, DataPlaneError> {
+        if let Some(participant) = participant_id.filter(|p| self.entries.check_id(p).is_ok()) {
+            if let Some(found) = self.entries.resolve(participant).await? {
+                return Ok(Some(found));
+            }
         }
-        if entries.len() == 1 {
-            return entries.values().next().cloned();
-        }
-        None
+        let mut all = self.entries.resolve_all().await?;
+        Ok(match all.len() {
+            1 => all.pop().map(|(_, registration)| registration),
+            _ => None,
+        })
     }
 
-    /// Every registration.
-    pub fn list(&self) -> Vec<ControlPlaneRegistration> {
-        self.entries
-            .read()
-            .map(|e| e.values().cloned().collect())
-            .unwrap_or_default()
+    /// Every registration, as the store has them now.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn list(&self) -> Result<Vec<ControlPlaneRegistration>, DataPlaneError> {
+        Ok(self
+            .entries
+            .list()
+            .await?
+            .into_iter()
+            .map(|(_, registration)| registration)
+            .collect())
     }
 }
 
@@ -141,8 +189,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn endpoints_and_token_endpoints_pass_the_address_policy() {
+    #[tokio::test]
+    async fn a_registration_through_one_replica_is_found_by_another_at_once() {
+        let store: Arc<dyn Coordinator> = Arc::new(dataplane_store_memory::MemoryStore::new());
+        let (a, b) = (ControlPlaneRegistry::new(), ControlPlaneRegistry::new());
+        a.configure(ControlPlaneRegistration {
+            controlplane_id: "configured".into(),
+            ..registration("https://configured.example/cb", serde_json::json!({}))
+        })
+        .unwrap();
+        a.share(store.clone());
+        b.share(store);
+        // b looks first: neither a miss nor an empty listing is remembered.
+        assert_eq!(b.for_participant(Some("cp")).await.unwrap(), None);
+        let bearer = serde_json::json!({"type": "bearer", "token": "t0k"});
+        a.put(registration("https://cp.example/cb", bearer.clone()))
+            .await
+            .unwrap();
+        let found = b.for_participant(Some("cp")).await.unwrap().unwrap();
+        assert_eq!(found.endpoint, "https://cp.example/cb");
+        assert_eq!(found.authorization, bearer);
+        // a's configured control plane was published with a's first write: two now, so a
+        // participant without its own gets none.
+        assert_eq!(b.list().await.unwrap().len(), 2);
+        assert_eq!(b.for_participant(Some("other")).await.unwrap(), None);
+        // Deleted through b: the only one left takes every participant's callbacks, everywhere.
+        assert!(b.remove("configured").await.unwrap());
+        assert!(!a.remove("configured").await.unwrap());
+        let only = a.for_participant(Some("other")).await.unwrap().unwrap();
+        assert_eq!(only.controlplane_id, "cp");
+    }
+
+    #[tokio::test]
+    async fn endpoints_and_token_endpoints_pass_the_address_policy() {
         let policy = AddressPolicy::builder()
             .require_https(true)
             .denied_networks(
@@ -159,7 +238,7 @@ mod tests {
             "https://10.0.0.1/cb",
         ] {
             assert!(
-                registry.put(registration(bad, none.clone())).is_err(),
+                registry.put(registration(bad, none.clone())).await.is_err(),
                 "{bad:?}"
             );
         }
@@ -169,10 +248,15 @@ mod tests {
         });
         assert!(registry
             .put(registration("https://cp.example/cb", oauth))
+            .await
             .is_err());
         registry
             .put(registration("HTTPS://CP.example/cb", none))
+            .await
             .unwrap();
-        assert_eq!(registry.list()[0].endpoint, "https://cp.example/cb");
+        assert_eq!(
+            registry.list().await.unwrap()[0].endpoint,
+            "https://cp.example/cb"
+        );
     }
 }

@@ -1,21 +1,25 @@
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::Arc;
 
 use address_policy::AddressPolicy;
-use dataplane_spi::{ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE};
+use dataplane_spi::{Coordinator, ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE};
 
-use crate::DataPlaneError;
+use crate::registry::{SharedRegistry, DATASETS_PREFIX};
+use crate::{DataPlaneError, Entity};
 
 /// Datasets this data plane can serve: dataset id → source address.
 ///
 /// Filled from configuration (`dpf.dataset.<id>.type=File`, `dpf.dataset.<id>.path=…`, or
-/// `type=HttpData` with `baseUrl`) and from `PUT /api/v1/datasets/{id}`. Kept per replica;
-/// give every replica of a cluster the same configuration.
+/// `type=HttpData` with `baseUrl`) and from `PUT /api/v1/datasets/{id}`. Shared by the
+/// cluster once the [`DataPlane`](crate::DataPlane) is built: kept in the cluster key-value
+/// store under `dpf/datasets/<id>`, so every replica serves every dataset and a delete is
+/// cluster-wide; datasets from configuration are written there at start (see
+/// [`crate::registry`]).
 ///
 /// Every address goes through the data plane's [`AddressPolicy`] before it is stored.
 #[derive(Debug)]
 pub struct DatasetRegistry {
-    datasets: RwLock<BTreeMap<String, ResourceAddress>>,
+    datasets: SharedRegistry<ResourceAddress>,
     policy: AddressPolicy,
 }
 
@@ -88,12 +92,14 @@ impl DatasetRegistry {
     /// An empty registry whose addresses must pass `policy`.
     pub fn with_policy(policy: AddressPolicy) -> Self {
         Self {
-            datasets: RwLock::default(),
+            datasets: SharedRegistry::new(Entity::Dataset, DATASETS_PREFIX),
             policy,
         }
     }
 
-    /// Reads `(id.property, value)` pairs (the keys below `dpf.dataset.`).
+    /// Reads `(id.property, value)` pairs (the keys below `dpf.dataset.`). They are written to
+    /// the shared store when the registry is shared, on [`DatasetRegistry::publish`] or first
+    /// use.
     ///
     /// # Errors
     /// [`DataPlaneError::InvalidInput`] naming the dataset whose address is incomplete.
@@ -125,59 +131,167 @@ impl DatasetRegistry {
                 }
             }
             registry
-                .put(&id, address, known_types)
+                .checked(&id, &address, known_types)
+                .and_then(|address| registry.datasets.configure(&id, address))
                 .map_err(|e| DataPlaneError::InvalidInput(format!("dpf.dataset.{id}: {e}")))?;
         }
         Ok(registry)
     }
 
-    /// Adds or replaces a dataset.
+    /// Keeps the datasets in the cluster key-value store of `coordinator` from now on (the
+    /// [`DataPlane`](crate::DataPlane) does this with its own).
+    pub fn share(&self, coordinator: Arc<dyn Coordinator>) {
+        self.datasets.share(coordinator);
+    }
+
+    /// Writes the datasets from configuration to the shared store now (else on first use).
     ///
     /// # Errors
-    /// [`DataPlaneError::InvalidInput`] for a blank id or an unusable address.
-    pub fn put(
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn publish(&self) -> Result<(), DataPlaneError> {
+        self.datasets.publish().await
+    }
+
+    fn checked(
         &self,
         id: &str,
-        address: ResourceAddress,
+        address: &ResourceAddress,
         known_types: &[String],
-    ) -> Result<(), DataPlaneError> {
+    ) -> Result<ResourceAddress, DataPlaneError> {
+        // `/` would not fit the `/datasets/{id}` route.
         if id.trim().is_empty() || id.contains('/') {
             return Err(DataPlaneError::InvalidInput(
                 "a dataset id must be non-blank and contain no '/'".into(),
             ));
         }
-        let address = check_address(&address, known_types, &self.policy)?;
-        self.write()?.insert(id.to_owned(), address);
-        Ok(())
+        self.datasets.check_id(id)?;
+        check_address(address, known_types, &self.policy)
     }
 
-    /// The dataset's source address.
-    pub fn get(&self, id: &str) -> Option<ResourceAddress> {
-        self.datasets.read().ok()?.get(id).cloned()
-    }
-
-    /// Removes a dataset; whether it existed.
+    /// Adds or replaces a dataset, for the whole cluster.
     ///
     /// # Errors
-    /// Only on a poisoned lock.
-    pub fn remove(&self, id: &str) -> Result<bool, DataPlaneError> {
-        Ok(self.write()?.remove(id).is_some())
+    /// [`DataPlaneError::InvalidInput`] for a blank id or an unusable address;
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn put(
+        &self,
+        id: &str,
+        address: ResourceAddress,
+        known_types: &[String],
+    ) -> Result<(), DataPlaneError> {
+        let address = self.checked(id, &address, known_types)?;
+        self.datasets.put(id, address).await
+    }
+
+    /// The dataset's source address, as the store has it now.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn get(&self, id: &str) -> Result<Option<ResourceAddress>, DataPlaneError> {
+        self.datasets.get(id).await
+    }
+
+    /// The dataset's source address for a transfer: from this replica's cache when read within
+    /// [`crate::registry::CACHE_TTL`], else from the store (a dataset registered on another
+    /// replica a moment ago is found).
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn resolve(&self, id: &str) -> Result<Option<ResourceAddress>, DataPlaneError> {
+        self.datasets.resolve(id).await
+    }
+
+    /// Removes a dataset from the cluster; whether it existed.
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn remove(&self, id: &str) -> Result<bool, DataPlaneError> {
+        self.datasets.remove(id).await
     }
 
     /// Every dataset, by id.
-    pub fn list(&self) -> Vec<(String, ResourceAddress)> {
-        self.datasets
-            .read()
-            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+    ///
+    /// # Errors
+    /// [`DataPlaneError::Unavailable`] when the store does not answer.
+    pub async fn list(&self) -> Result<Vec<(String, ResourceAddress)>, DataPlaneError> {
+        self.datasets.list().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane_store_memory::MemoryStore;
+
+    fn entries(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
-    fn write(
-        &self,
-    ) -> Result<std::sync::RwLockWriteGuard<'_, BTreeMap<String, ResourceAddress>>, DataPlaneError>
-    {
-        self.datasets
-            .write()
-            .map_err(|_| DataPlaneError::Internal("dataset registry lock poisoned".into()))
+    #[tokio::test]
+    async fn configured_and_put_datasets_are_shared_after_the_address_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = AddressPolicy::builder()
+            .require_https(true)
+            .file_root(dir.path())
+            .build()
+            .unwrap();
+        let known = vec![FILE_TYPE.to_owned(), HTTP_DATA_TYPE.to_owned()];
+        let a = DatasetRegistry::from_entries(
+            &entries(&[
+                ("cfg.type", HTTP_DATA_TYPE),
+                ("cfg.baseUrl", "HTTPS://Data.Example/x"),
+            ]),
+            &known,
+            policy.clone(),
+        )
+        .unwrap();
+        // Configuration goes through the policy before anything is shared.
+        assert!(DatasetRegistry::from_entries(
+            &entries(&[
+                ("bad.type", HTTP_DATA_TYPE),
+                ("bad.baseUrl", "http://plain/x")
+            ]),
+            &known,
+            policy.clone(),
+        )
+        .is_err());
+        let b = DatasetRegistry::with_policy(policy);
+        let store: Arc<dyn Coordinator> = Arc::new(MemoryStore::new());
+        a.share(store.clone());
+        b.share(store);
+        a.publish().await.unwrap();
+        // Stored as the policy normalised it, seen by the other replica.
+        let cfg = b.resolve("cfg").await.unwrap().unwrap();
+        assert_eq!(cfg.get("baseUrl"), Some("https://data.example/x"));
+
+        // A refused address changes nothing.
+        let outside = ResourceAddress::file("/etc/passwd");
+        assert!(b.put("f", outside, &known).await.is_err());
+        assert!(b
+            .put("f", ResourceAddress::http("http://plain/x"), &known)
+            .await
+            .is_err());
+        assert!(b
+            .put("a/b", ResourceAddress::file("x"), &known)
+            .await
+            .is_err());
+        assert_eq!(a.get("f").await.unwrap(), None);
+
+        b.put("f", ResourceAddress::file("in-root.bin"), &known)
+            .await
+            .unwrap();
+        let ids: Vec<String> = a
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["cfg", "f"]);
+        assert!(a.remove("f").await.unwrap());
+        assert_eq!(b.get("f").await.unwrap(), None);
     }
 }

@@ -1,47 +1,88 @@
-use dataplane_spi::StoreError;
+use dataplane_spi::{CoordinationError, StoreError};
 
-/// Failures of data-plane operations. Each variant has one HTTP meaning (see
-/// [`DataPlaneError::status`]); client mistakes are 4xx and change nothing.
+/// Failures of data-plane operations. Each variant is one kind of failure with a stable
+/// [`code`](DataPlaneError::code); what that means on the wire (an HTTP status) is decided by
+/// the API crate (`dataplane-api/src/error.rs`), never here. Client mistakes change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataPlaneError {
-    /// Malformed or unacceptable request (400).
+    /// Malformed or unacceptable request.
     #[error("{0}")]
     InvalidInput(String),
-    /// Missing or wrong credentials (401).
+    /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
-    /// Unknown flow, dataset or control plane (404).
+    /// Unknown flow, dataset, control plane, key… (see [`DataPlaneError::not_found`]).
     #[error("{0}")]
     NotFound(String),
-    /// Duplicate process id or illegal transition (409).
+    /// Duplicate process id or illegal transition (see [`DataPlaneError::transition`]).
     #[error("{0}")]
     Conflict(String),
-    /// More data than a limit allows, e.g. `dpf.transfer.max-bytes` (413).
+    /// More data than a limit allows, e.g. `dpf.transfer.max-bytes`.
     #[error("{0}")]
     TooLarge(String),
-    /// The store or the flow's owner did not answer in time (503); retrying may help.
+    /// The store or the flow's owner did not answer in time; retrying may help.
     #[error("{0}")]
     Unavailable(String),
-    /// A bug or an unexpected backend answer (500).
+    /// A bug or an unexpected backend answer.
     #[error("{0}")]
     Internal(String),
 }
 
-impl DataPlaneError {
-    /// The HTTP status code of this error.
-    pub fn status(&self) -> u16 {
+/// What a [`DataPlaneError::NotFound`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// A data flow (by id or process id).
+    DataFlow,
+    /// A registered dataset.
+    Dataset,
+    /// A registered control plane.
+    ControlPlane,
+    /// A key of the cluster key-value store.
+    Key,
+}
+
+impl Entity {
+    /// How messages name it.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::InvalidInput(_) => 400,
-            Self::Unauthorized(_) => 401,
-            Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
-            Self::TooLarge(_) => 413,
-            Self::Unavailable(_) => 503,
-            Self::Internal(_) => 500,
+            Self::DataFlow => "data flow",
+            Self::Dataset => "dataset",
+            Self::ControlPlane => "control plane",
+            Self::Key => "key",
+        }
+    }
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl DataPlaneError {
+    /// `<entity> '<id>' not found`: the one wording of a missing entity.
+    pub fn not_found(entity: Entity, id: impl std::fmt::Display) -> Self {
+        Self::NotFound(format!("{entity} '{id}' not found"))
+    }
+
+    /// The error of a refused state transition `action` (start, suspend, resume, complete…):
+    /// the store's `WrongState` becomes "cannot <action> data flow '<id>': it is <state>"
+    /// (a conflict); any other store error keeps its own meaning.
+    pub fn transition(action: &str, error: StoreError) -> Self {
+        match error {
+            StoreError::WrongState { flow_id, state } => Self::illegal(action, &flow_id, &state),
+            other => other.into(),
         }
     }
 
-    /// A stable machine-readable code.
+    /// "cannot <action> data flow '<id>': it is <state>" (a conflict).
+    pub fn illegal(action: &str, flow_id: &str, state: &str) -> Self {
+        Self::Conflict(format!(
+            "cannot {action} data flow '{flow_id}': it is {state}"
+        ))
+    }
+
+    /// A stable machine-readable code (the `code` of an error body).
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidInput(_) => "INVALID_INPUT",
@@ -70,5 +111,51 @@ impl From<StoreError> for DataPlaneError {
             | StoreError::MembershipLost(_) => Self::Unavailable(error.to_string()),
             StoreError::Internal(message) => Self::Internal(message),
         }
+    }
+}
+
+/// The one mapping of coordination (KV, leadership, sessions) failures.
+impl From<CoordinationError> for DataPlaneError {
+    fn from(error: CoordinationError) -> Self {
+        use CoordinationError as E;
+        match error {
+            E::Conflict { .. } | E::StaleTerm { .. } => Self::Conflict(error.to_string()),
+            E::NotFound(_) => Self::NotFound(error.to_string()),
+            E::InvalidInput(_) | E::Compacted { .. } | E::SessionGone(_) => {
+                Self::InvalidInput(error.to_string())
+            }
+            E::Unavailable(_) => Self::Unavailable(error.to_string()),
+            E::Internal(_) => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_state_names_the_action() {
+        let refused = StoreError::WrongState {
+            flow_id: "f1".into(),
+            state: "SUSPENDING".into(),
+        };
+        assert_eq!(
+            DataPlaneError::transition("resume", refused),
+            DataPlaneError::Conflict("cannot resume data flow 'f1': it is SUSPENDING".into())
+        );
+        let gone = StoreError::Unavailable("down".into());
+        assert_eq!(
+            DataPlaneError::transition("start", gone).code(),
+            "UNAVAILABLE"
+        );
+    }
+
+    #[test]
+    fn not_found_names_the_entity() {
+        assert_eq!(
+            DataPlaneError::not_found(Entity::Dataset, "ds1").to_string(),
+            "dataset 'ds1' not found"
+        );
     }
 }

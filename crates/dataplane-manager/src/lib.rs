@@ -5,12 +5,17 @@
 //!   management view, pull and ingest authorisation, and the replica's background work
 //!   (membership lease, claims of unowned flows, takeover of flows whose owner died, finishing
 //!   SUSPENDING/TERMINATING flows it owns) — see [`DataPlane::run`].
-//! - [`pipeline`]: runs one transfer (`sink.write(source.open())`) with a byte counter, retries
-//!   transient failures with exponential backoff up to a limit.
-//! - [`DatasetRegistry`]: dataset id → source address.
+//! - [`pipeline`]: runs one transfer attempt (`sink.write(source.open())`) with a byte counter
+//!   and checkpoints.
+//! - [`runner`]: what runs on this replica, one entry per running flow (task, progress, pull
+//!   gate), removed when it ends; the attempt loop (retries with exponential backoff up to a
+//!   limit) and the owner's checkpointer.
+//! - [`DatasetRegistry`]: dataset id → source address; like the [`ControlPlaneRegistry`], shared
+//!   by the cluster in its key-value store ([`registry`]).
 //! - [`ControlPlaneRegistry`] and [`CallbackDispatcher`]: where callbacks go, delivered with
 //!   retries in the background, never blocking a flow.
-//! - [`DataPlaneError`]: the one error type of the operations, with its HTTP meaning.
+//! - [`DataPlaneError`]: the one error type of the operations, with a stable code (the HTTP
+//!   meaning is the API crate's business).
 
 pub mod baseline;
 mod callbacks;
@@ -22,12 +27,14 @@ pub mod limits;
 pub mod live;
 mod manager;
 pub mod pipeline;
+pub mod registry;
+pub mod runner;
 
 pub use callbacks::{CallbackDispatcher, CallbackEvent};
 pub use config::DataPlaneConfig;
 pub use controlplanes::ControlPlaneRegistry;
 pub use datasets::DatasetRegistry;
-pub use error::DataPlaneError;
+pub use error::{DataPlaneError, Entity};
 pub use manager::{
     redact, DataFlowView, DataPlane, DataPlaneHandle, MemberState, Outcome, PullGrant,
     HEARTBEAT_PREFIX,

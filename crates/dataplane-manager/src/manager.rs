@@ -1,7 +1,6 @@
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dataplane_spi::{
     Checkpoint, DataAddress, DataFlow, DataFlowMessage, DataFlowState, DataFlowStatusMessage,
@@ -13,6 +12,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+// Tokio's clock (the system's monotonic clock unless a test pauses it): leases, self-fencing
+// and the leader's countdowns can be tested by advancing time instead of sleeping.
+use tokio::time::Instant;
 
 use crate::baseline::{
     AutoAdjust, Baseline, ClusterState, LocalRecord, Topology, AUTO_ADJUST_KEY, BASELINE_KEY,
@@ -21,7 +23,10 @@ use crate::baseline::{
 use crate::callbacks::{CallbackDispatcher, CallbackEvent};
 use crate::datasets::check_address;
 use crate::live::{LiveSettings, CONFIG_PREFIX};
-use crate::pipeline::{counted, run_attempt, AttemptStart, Checkpointer, Progress};
+use crate::pipeline::{counted, CheckpointPolicy};
+use crate::runner::attempts::{self, PipelineHost};
+use crate::runner::checkpointer::TransferCounters;
+use crate::runner::{IfRunning, Runner};
 use crate::{ControlPlaneRegistry, DataPlaneConfig, DataPlaneError, DatasetRegistry};
 use dataplane_spi::{Coordinator, Leader, Session};
 use std::collections::BTreeSet;
@@ -46,8 +51,6 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 const KV_EVENTS_KEPT: i64 = 100_000;
 /// Most claim (or takeover) statements per tick.
 const MAX_BATCHES_PER_TICK: usize = 50;
-/// Longest retry delay.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Lifecycle of a replica as published in the members table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,16 +116,6 @@ pub struct Outcome {
     /// The body (a `DataFlowStatusMessage`).
     pub message: DataFlowStatusMessage,
 }
-
-/// A transfer running on this replica.
-#[derive(Debug)]
-struct Running {
-    epoch: i64,
-    handle: JoinHandle<()>,
-}
-
-/// Gate of a flow's public pull streams on this replica: closed streams end at once.
-type Gate = Arc<AtomicBool>;
 
 /// A pull granted by [`DataPlane::open_pull`]: the stream (gated, counted) and its range.
 #[derive(Debug)]
@@ -218,9 +211,8 @@ pub struct DataPlane {
     control_planes: Arc<ControlPlaneRegistry>,
     callbacks: CallbackDispatcher,
     config: DataPlaneConfig,
-    running: Mutex<HashMap<String, Running>>,
-    progress: Mutex<HashMap<String, Arc<Progress>>>,
-    gates: Mutex<HashMap<String, Gate>>,
+    /// What runs here for each flow (transfer tasks, pull streams, their progress and gates).
+    runner: Arc<Runner>,
     /// The current incarnation (a fresh one after the membership was lost).
     incarnation: Mutex<String>,
     /// The lifecycle state last published in the members table.
@@ -323,9 +315,7 @@ fn message(
 }
 
 fn illegal(flow_id: &str, state: &str, action: &str) -> DataPlaneError {
-    DataPlaneError::Conflict(format!(
-        "cannot {action} data flow '{flow_id}': it is {state}"
-    ))
+    DataPlaneError::illegal(action, flow_id, state)
 }
 
 fn runs_pipeline(kind: FlowKind) -> bool {
@@ -344,6 +334,10 @@ impl DataPlane {
         config: DataPlaneConfig,
     ) -> Arc<Self> {
         control_planes.set_policy(config.address_policy.clone());
+        // The registries live in the cluster's key-value store: any replica serves any dataset
+        // and calls back any control plane.
+        datasets.share(coordinator.clone());
+        control_planes.share(coordinator.clone());
         // dpf.transfer.max-bytes: no source yields more than the cap to any flow.
         let transfers = match config.max_bytes {
             Some(max) => transfers.wrap_sources(|factory| {
@@ -368,9 +362,7 @@ impl DataPlane {
             datasets,
             control_planes,
             callbacks,
-            running: Mutex::new(HashMap::new()),
-            progress: Mutex::new(HashMap::new()),
-            gates: Mutex::new(HashMap::new()),
+            runner: Runner::new(),
             incarnation: Mutex::new(config.incarnation.clone()),
             reported: Mutex::new(Some(MemberState::Initializing)),
             lease_deadline: std::sync::atomic::AtomicU64::new(0),
@@ -397,10 +389,13 @@ impl DataPlane {
 
     /// Transfers running here now.
     pub fn running_transfers(&self) -> usize {
-        self.running
-            .lock()
-            .map(|r| r.values().filter(|r| !r.handle.is_finished()).count())
-            .unwrap_or(0)
+        self.runner.running()
+    }
+
+    /// Flows with a local entry in this replica's runner (a running transfer task or open pull
+    /// streams): for tests and metrics. Zero when nothing runs, however many flows ran before.
+    pub fn runner_len(&self) -> usize {
+        self.runner.len()
     }
 
     /// Whether the baseline lets this replica own work now.
@@ -558,7 +553,7 @@ impl DataPlane {
         self.store
             .find_by_process_id(id)
             .await?
-            .ok_or_else(|| DataPlaneError::NotFound(format!("data flow '{id}' not found")))
+            .ok_or_else(|| DataPlaneError::not_found(crate::Entity::DataFlow, id))
     }
 
     fn check_message(&self, msg: &DataFlowMessage) -> Result<()> {
@@ -636,8 +631,8 @@ impl DataPlane {
     /// is STARTED.
     ///
     /// # Errors
-    /// 400 for a bad message (unsupported profile, missing or forbidden `dataAddress`), 404 for
-    /// an unknown dataset, 409 for a duplicate process id. Nothing is created then.
+    /// `InvalidInput` for a bad message (unsupported profile, missing or forbidden `dataAddress`), `NotFound` for
+    /// an unknown dataset, `Conflict` for a duplicate process id. Nothing is created then.
     pub async fn start(self: &Arc<Self>, msg: DataFlowMessage) -> Result<Outcome> {
         self.check_message(&msg)?;
         self.require_active().await?;
@@ -650,12 +645,16 @@ impl DataPlane {
                 )))
             }
         };
-        let source = self.datasets.get(&msg.dataset_id).ok_or_else(|| {
-            DataPlaneError::NotFound(format!(
-                "unknown dataset '{}': register it with PUT /api/v1/datasets/{}",
-                msg.dataset_id, msg.dataset_id
-            ))
-        })?;
+        let source = self
+            .datasets
+            .resolve(&msg.dataset_id)
+            .await?
+            .ok_or_else(|| {
+                DataPlaneError::NotFound(format!(
+                    "unknown dataset '{}': register it with PUT /api/v1/datasets/{}",
+                    msg.dataset_id, msg.dataset_id
+                ))
+            })?;
         let (destination, token) = match (kind, &msg.data_address) {
             (FlowKind::ProviderPush, Some(address)) => {
                 let resource = self.resource_of(address)?;
@@ -705,7 +704,7 @@ impl DataPlane {
     /// `http-pull` waits for `started` with the provider's address. Synchronous: PREPARED.
     ///
     /// # Errors
-    /// 400 for a bad message or destination, 409 for a duplicate process id.
+    /// `InvalidInput` for a bad message or destination, `Conflict` for a duplicate process id.
     pub async fn prepare(self: &Arc<Self>, msg: DataFlowMessage) -> Result<Outcome> {
         self.check_message(&msg)?;
         self.require_active().await?;
@@ -770,7 +769,7 @@ impl DataPlane {
     /// from the given address.
     ///
     /// # Errors
-    /// 404 unknown flow, 409 provider flow or wrong state, 400 missing/forbidden address.
+    /// `NotFound` unknown flow, `Conflict` provider flow or wrong state, `InvalidInput` missing/forbidden address.
     pub async fn started(
         self: &Arc<Self>,
         id: &str,
@@ -815,10 +814,7 @@ impl DataPlane {
                 &update,
             )
             .await
-            .map_err(|e| match e {
-                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, "start"),
-                other => other.into(),
-            })?;
+            .map_err(|e| DataPlaneError::transition("start", e))?;
         if runs_pipeline(started.kind) {
             self.spawn_pipeline(started.clone());
         }
@@ -830,7 +826,7 @@ impl DataPlane {
     /// DPS `suspend`: answers once the flow is SUSPENDED (the owner stopped its transfer).
     ///
     /// # Errors
-    /// 404, 409 when the flow is not STARTED, 503 when the owner did not confirm in time.
+    /// `NotFound`, `Conflict` when the flow is not STARTED, `Unavailable` when the owner did not confirm in time.
     pub async fn suspend(self: &Arc<Self>, id: &str, reason: Option<String>) -> Result<Outcome> {
         let flow = self.resolve(id).await?;
         let stopped = self
@@ -850,7 +846,7 @@ impl DataPlane {
     /// DPS `terminate`: answers once the flow is TERMINATED.
     ///
     /// # Errors
-    /// 404, 409 when the flow is already COMPLETED or TERMINATED, 503 when the owner did not
+    /// `NotFound`, `Conflict` when the flow is already COMPLETED or TERMINATED, `Unavailable` when the owner did not
     /// confirm in time.
     pub async fn terminate(self: &Arc<Self>, id: &str, reason: Option<String>) -> Result<Outcome> {
         let flow = self.resolve(id).await?;
@@ -891,10 +887,7 @@ impl DataPlane {
                 &update,
             )
             .await
-            .map_err(|e| match e {
-                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, action),
-                other => other.into(),
-            })?;
+            .map_err(|e| DataPlaneError::transition(action, e))?;
         self.close_gate(&flow.id);
         if requested.runtime_id.as_deref() != Some(self.me()) {
             // Wake the owner now rather than at its next poll; polling covers a lost hint.
@@ -990,7 +983,7 @@ impl DataPlane {
     /// one, returned in the answer's data address; the old token stops working.
     ///
     /// # Errors
-    /// 404, 409 when the flow is not SUSPENDED, 400 for a bad address.
+    /// `NotFound`, `Conflict` when the flow is not SUSPENDED, `InvalidInput` for a bad address.
     pub async fn resume(
         self: &Arc<Self>,
         id: &str,
@@ -1028,10 +1021,7 @@ impl DataPlane {
                 &update,
             )
             .await
-            .map_err(|e| match e {
-                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, "resume"),
-                other => other.into(),
-            })?;
+            .map_err(|e| DataPlaneError::transition("resume", e))?;
         self.open_gate(&resumed.id);
         if runs_pipeline(resumed.kind) {
             self.spawn_pipeline(resumed.clone());
@@ -1045,7 +1035,7 @@ impl DataPlane {
     /// DPS `completed`: the other side finished (provider pull, consumer push).
     ///
     /// # Errors
-    /// 404, 409 when the flow is not STARTED.
+    /// `NotFound`, `Conflict` when the flow is not STARTED.
     pub async fn completed(self: &Arc<Self>, id: &str) -> Result<Outcome> {
         let flow = self.resolve(id).await?;
         if runs_pipeline(flow.kind) && flow.state == DataFlowState::Started {
@@ -1064,10 +1054,7 @@ impl DataPlane {
                 &FlowUpdate::default(),
             )
             .await
-            .map_err(|e| match e {
-                StoreError::WrongState { state, .. } => illegal(&flow.id, &state, "complete"),
-                other => other.into(),
-            })?;
+            .map_err(|e| DataPlaneError::transition("complete", e))?;
         self.close_gate(&flow.id);
         self.stop_local(&flow.id).await;
         Ok(Outcome {
@@ -1078,7 +1065,7 @@ impl DataPlane {
     /// DPS `status`.
     ///
     /// # Errors
-    /// 404.
+    /// `NotFound`.
     pub async fn status(&self, id: &str) -> Result<DataFlow> {
         self.resolve(id).await
     }
@@ -1086,7 +1073,7 @@ impl DataPlane {
     /// The management view of one flow.
     ///
     /// # Errors
-    /// 404.
+    /// `NotFound`.
     pub async fn view(&self, id: &str) -> Result<DataFlowView> {
         Ok(self.view_of(self.resolve(id).await?))
     }
@@ -1135,11 +1122,7 @@ impl DataPlane {
     }
 
     fn view_of(&self, flow: DataFlow) -> DataFlowView {
-        let live = self
-            .progress
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&flow.id).cloned());
+        let live = self.runner.progress(&flow.id);
         let recorded = flow
             .checkpoint
             .as_ref()
@@ -1204,7 +1187,7 @@ impl DataPlane {
     /// Authorises a pull from the public endpoint and opens the dataset at `offset`.
     ///
     /// # Errors
-    /// 401 wrong token (checked first, so flow ids cannot be probed), 404, 409 when the flow
+    /// `Unauthorized` wrong token (checked first, so flow ids cannot be probed), `NotFound`, `Conflict` when the flow
     /// is not a STARTED provider-pull flow.
     pub async fn open_pull(
         self: &Arc<Self>,
@@ -1212,6 +1195,8 @@ impl DataPlane {
         token: Option<&str>,
         offset: u64,
     ) -> Result<PullGrant> {
+        // Registered before the flow is read: a suspend recorded after the read closes it.
+        let guard = self.runner.open_stream(id);
         let flow = self.store.find(id).await?;
         let flow = match flow {
             Some(flow) => {
@@ -1234,11 +1219,10 @@ impl DataPlane {
             .source(&source_address)
             .map_err(transfer_to_api)?;
         let input = source.open(offset).await.map_err(transfer_to_api)?;
-        let progress = self.progress_of(&flow.id);
-        let gate = self.gate_of(&flow.id);
-        let counted = counted(input, progress);
+        let counted = counted(input, guard.progress.clone());
+        // The guard lives as long as the stream: the flow's entry goes with its last stream.
         let gated = counted.stream.map(move |chunk| {
-            if gate.load(Ordering::Acquire) {
+            if guard.gate.load(Ordering::Acquire) {
                 chunk
             } else {
                 Err(TransferError::Rejected(
@@ -1296,7 +1280,7 @@ impl DataPlane {
     /// holds, so that an interrupted push continues there.
     ///
     /// # Errors
-    /// As [`DataPlane::begin_ingest`]; 409 when the destination cannot append.
+    /// As [`DataPlane::begin_ingest`]; `Conflict` when the destination cannot append.
     pub async fn ingest_offset(&self, id: &str, token: Option<&str>) -> Result<u64> {
         let (flow, sink) = self.ingest_flow(id, token).await?;
         sink.resume_point(u64::MAX)
@@ -1317,8 +1301,8 @@ impl DataPlane {
     /// for the bytes written.
     ///
     /// # Errors
-    /// 401 wrong token, 409 when the flow is not a PREPARED/STARTED consumer-push flow or
-    /// `offset` is not the current offset, 503 while an earlier upload is still running.
+    /// `Unauthorized` wrong token, `Conflict` when the flow is not a PREPARED/STARTED consumer-push flow or
+    /// `offset` is not the current offset, `Unavailable` while an earlier upload is still running.
     pub async fn begin_ingest(
         self: &Arc<Self>,
         id: &str,
@@ -1351,7 +1335,6 @@ impl DataPlane {
         }
         let (sender, receiver) = mpsc::channel(8);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let progress = self.progress_of(&flow.id);
         let input = SourceStream {
             stream: Box::pin(tokio_stream_from(receiver)),
             size,
@@ -1366,7 +1349,7 @@ impl DataPlane {
         };
         let flow_id = flow.id.clone();
         // The flow completes on the control plane's `completed`; the upload only moves bytes.
-        let upload = async move {
+        let upload = move |progress| async move {
             let result = sink.write(counted(input, progress)).await.map_err(|error| {
                 if exceeded.load(Ordering::Acquire) {
                     DataPlaneError::TooLarge(error.to_string())
@@ -1392,82 +1375,33 @@ impl DataPlane {
             }
             let _ = done_tx.send(result.map(|bytes| offset + bytes));
         };
-        self.register_running(&flow.id, flow.epoch, || tokio::spawn(upload))?;
+        // Checked before anything is written, so a refused upload never touches the
+        // destination. A previous upload still running is usually the connection of a sender
+        // that just lost its flow to another replica and is about to be closed: `Unavailable`, which
+        // senders retry.
+        if !self
+            .runner
+            .spawn(&flow.id, flow.epoch, IfRunning::Refuse, upload)
+        {
+            return Err(DataPlaneError::Unavailable(format!(
+                "an earlier upload to data flow '{}' is still being received; retry shortly",
+                flow.id
+            )));
+        }
         Ok((sender, done_rx))
     }
 
-    /// Starts `start`'s task for `flow_id` unless an earlier one is still running: the check
-    /// comes first, so a refused upload never touches the destination. A previous upload still
-    /// running is usually the connection of a sender that just lost its flow to another replica
-    /// and is about to be closed: 503, which senders retry.
-    fn register_running(
-        &self,
-        flow_id: &str,
-        epoch: i64,
-        start: impl FnOnce() -> JoinHandle<()>,
-    ) -> Result<()> {
-        let mut running = self
-            .running
-            .lock()
-            .map_err(|_| DataPlaneError::Internal("running-flow table lock poisoned".into()))?;
-        if running
-            .get(flow_id)
-            .is_some_and(|existing| !existing.handle.is_finished())
-        {
-            return Err(DataPlaneError::Unavailable(format!(
-                "an earlier upload to data flow '{flow_id}' is still being received; retry shortly"
-            )));
-        }
-        running.insert(
-            flow_id.to_owned(),
-            Running {
-                epoch,
-                handle: start(),
-            },
-        );
-        Ok(())
-    }
-
-    fn progress_of(&self, flow_id: &str) -> Arc<Progress> {
-        match self.progress.lock() {
-            Ok(mut map) => map.entry(flow_id.to_owned()).or_default().clone(),
-            Err(_) => Arc::new(Progress::default()),
-        }
-    }
-
-    fn gate_of(&self, flow_id: &str) -> Gate {
-        match self.gates.lock() {
-            Ok(mut map) => map
-                .entry(flow_id.to_owned())
-                .or_insert_with(|| Arc::new(AtomicBool::new(true)))
-                .clone(),
-            Err(_) => Arc::new(AtomicBool::new(false)),
-        }
-    }
-
     fn open_gate(&self, flow_id: &str) {
-        if let Ok(mut map) = self.gates.lock() {
-            map.insert(flow_id.to_owned(), Arc::new(AtomicBool::new(true)));
-        }
+        self.runner.open_gate(flow_id);
     }
 
     fn close_gate(&self, flow_id: &str) {
-        if let Ok(map) = self.gates.lock() {
-            if let Some(gate) = map.get(flow_id) {
-                gate.store(false, Ordering::Release);
-            }
-        }
+        self.runner.close_gate(flow_id);
     }
 
     /// Stops this replica's transfer of a flow and waits until it cannot write any more.
     async fn stop_local(&self, flow_id: &str) {
-        self.close_gate(flow_id);
-        let running = self.running.lock().ok().and_then(|mut r| r.remove(flow_id));
-        if let Some(running) = running {
-            running.handle.abort();
-            let _ = running.handle.await;
-            tracing::debug!(%flow_id, epoch = running.epoch, "local transfer stopped");
-        }
+        self.runner.stop(flow_id).await;
     }
 
     /// Starts the transfer of a flow this replica owns, unless one is running already.
@@ -1475,157 +1409,14 @@ impl DataPlane {
         let Some(owner) = FlowOwner::of(&flow) else {
             return;
         };
-        if let Ok(running) = self.running.lock() {
-            if running
-                .get(&flow.id)
-                .is_some_and(|r| r.epoch == flow.epoch && !r.handle.is_finished())
-            {
-                return;
-            }
-        }
         let plane = self.clone();
         let flow_id = flow.id.clone();
-        let progress = Arc::new(Progress::default());
-        if let Ok(mut map) = self.progress.lock() {
-            map.insert(flow_id.clone(), progress.clone());
-        }
-        let epoch = owner.epoch;
-        let handle = tokio::spawn(async move { plane.run_pipeline(flow, owner, progress).await });
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(flow_id, Running { epoch, handle });
-        }
-    }
-
-    async fn run_pipeline(
-        self: Arc<Self>,
-        flow: DataFlow,
-        owner: FlowOwner,
-        progress: Arc<Progress>,
-    ) {
-        self.run_pipeline_attempts(&flow, &owner, progress).await;
-        if let Ok(mut running) = self.running.lock() {
-            if running
-                .get(&flow.id)
-                .is_some_and(|r| r.epoch == owner.epoch)
-            {
-                running.remove(&flow.id);
-            }
-        }
-    }
-
-    async fn run_pipeline_attempts(
-        self: &Arc<Self>,
-        flow: &DataFlow,
-        owner: &FlowOwner,
-        progress: Arc<Progress>,
-    ) {
-        let source = ResourceAddress::from_json(flow.source.clone());
-        let destination = flow
-            .destination
-            .clone()
-            .ok_or_else(|| "the flow has no destination".to_owned())
-            .and_then(ResourceAddress::from_json);
-        let (source, destination) = match (source, destination) {
-            (Ok(s), Ok(d)) => (s, d),
-            (Err(e), _) | (_, Err(e)) => {
-                self.fail(flow, owner, format!("unusable address: {e}"))
-                    .await;
-                return;
-            }
-        };
-        let checkpointer = OwnerCheckpointer {
-            store: self.store.clone(),
-            owner: owner.clone(),
-            flow_id: flow.id.clone(),
-            last: Mutex::new(flow.checkpoint.clone()),
-            metadata: Arc::new(Mutex::new((
-                flow.metadata.clone(),
-                TransferCounters::of(&flow.metadata),
-            ))),
-            pending: Mutex::new(None),
-        };
-        let mut attempt: u32 = 1;
-        let mut delay = self.config.retry_backoff;
-        loop {
-            let plane = self.clone();
-            let from = checkpointer.last();
-            let result = run_attempt(
-                &self.transfers,
-                &source,
-                &destination,
-                from.as_ref(),
-                checkpointer.first_attempt(),
-                self.live.checkpoints(),
-                progress.clone(),
-                move || plane.lease_valid(),
-                &checkpointer,
-            )
-            .await;
-            checkpointer.settle();
-            if !self.lease_valid() {
-                tracing::error!(flow_id = %flow.id, "lease expired during the transfer: stopped without writing further (self-fencing)");
-                return;
-            }
-            match result {
-                Ok(report) => {
-                    let update = FlowUpdate {
-                        checkpoint: Some(Checkpoint {
-                            bytes: i64::try_from(report.position).unwrap_or(i64::MAX),
-                            cursor: checkpointer.last().and_then(|c| c.cursor),
-                        }),
-                        metadata: Some(checkpointer.metadata(Some(report.position))),
-                        ..FlowUpdate::move_to(DataFlowState::Completed)
-                    };
-                    match self.store.update_owned(owner, &flow.id, &update).await {
-                        Ok(done) => {
-                            self.metrics.completed.add(1);
-                            tracing::info!(flow_id = %flow.id, bytes = report.position, resumed_at = report.started_at, "data flow completed");
-                            self.callback(&done, "completed", None);
-                        }
-                        Err(error) => {
-                            tracing::warn!(flow_id = %flow.id, %error, "completion not recorded: the flow moved on");
-                        }
-                    }
-                    return;
-                }
-                Err(error) if error.is_retryable() && attempt < self.config.retry_limit => {
-                    tracing::warn!(flow_id = %flow.id, attempt, %error, "transfer failed; retrying from the last checkpoint");
-                    let update = FlowUpdate {
-                        error_detail: Some(error.to_string()),
-                        only_from: vec![DataFlowState::Started],
-                        ..FlowUpdate::state(DataFlowState::Started)
-                    };
-                    if let Err(error) = self.store.update_owned(owner, &flow.id, &update).await {
-                        tracing::warn!(flow_id = %flow.id, %error, "retry not recorded: the flow moved on; stopping");
-                        return;
-                    }
-                    let jitter = rand::random::<f64>() * 0.2 + 0.9;
-                    tokio::time::sleep(delay.mul_f64(jitter)).await;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
-                    attempt += 1;
-                }
-                Err(error) => {
-                    if checkpointer.lost() {
-                        tracing::warn!(flow_id = %flow.id, "the flow moved on (lease lost or stopped); transfer stopped");
-                        return;
-                    }
-                    self.fail(flow, owner, error.to_string()).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn fail(&self, flow: &DataFlow, owner: &FlowOwner, error: String) {
-        self.metrics.failed.add(1);
-        tracing::error!(flow_id = %flow.id, %error, "transfer failed for good");
-        let update = FlowUpdate {
-            error_detail: Some(error.clone()),
-            ..FlowUpdate::move_to(DataFlowState::Terminated)
-        };
-        if let Ok(failed) = self.store.update_owned(owner, &flow.id, &update).await {
-            self.callback(&failed, "errored", Some(error));
-        }
+        self.runner.spawn(
+            &flow_id,
+            owner.epoch,
+            IfRunning::KeepSameEpoch,
+            move |progress| attempts::run(plane, flow, owner, progress),
+        );
     }
 
     fn callback(&self, flow: &DataFlow, event: &'static str, error: Option<String>) {
@@ -1780,11 +1571,7 @@ impl DataPlane {
 
     /// IDLE without running transfers, HEALTHY with.
     async fn report_load(&self) {
-        let busy = self
-            .running
-            .lock()
-            .map(|r| r.values().any(|r| !r.handle.is_finished()))
-            .unwrap_or(false);
+        let busy = self.runner.running() > 0;
         self.report_state(if busy {
             MemberState::Healthy
         } else {
@@ -1892,22 +1679,15 @@ impl DataPlane {
         if max == 0 {
             return;
         }
-        let excess: Vec<(String, i64)> = match self.running.lock() {
-            Ok(running) => {
-                let mut live: Vec<(String, i64)> = running
-                    .iter()
-                    .filter(|(_, r)| !r.handle.is_finished())
-                    .map(|(id, r)| (id.clone(), r.epoch))
-                    .collect();
-                let keep = usize::try_from(max).unwrap_or(usize::MAX);
-                if live.len() <= keep {
-                    return;
-                }
-                live.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                live.truncate(live.len() - keep);
-                live
+        let excess: Vec<(String, i64)> = {
+            let mut live = self.runner.running_tasks();
+            let keep = usize::try_from(max).unwrap_or(usize::MAX);
+            if live.len() <= keep {
+                return;
             }
-            Err(_) => return,
+            live.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            live.truncate(live.len() - keep);
+            live
         };
         for (flow_id, epoch) in excess {
             self.stop_local(&flow_id).await;
@@ -2068,11 +1848,7 @@ impl DataPlane {
     }
 
     async fn stop_all(&self) {
-        let ids: Vec<String> = self
-            .running
-            .lock()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default();
+        let ids = self.runner.with_tasks();
         for id in ids {
             self.stop_local(&id).await;
         }
@@ -2092,233 +1868,38 @@ impl DataPlane {
     }
 }
 
-/// How long a flow's first attempt runs before it is recorded in the store: a first attempt
-/// that ends sooner (most small transfers) costs no store write; one whose owner dies sooner is
-/// simply taken as a first attempt again (from zero, without asking the destination).
-const FIRST_ATTEMPT_RECORD_DELAY: Duration = Duration::from_millis(500);
-
-/// Records checkpoints as the flow's owner, fenced by its epoch.
-struct OwnerCheckpointer {
-    store: Arc<dyn DataFlowStore>,
-    owner: FlowOwner,
-    flow_id: String,
-    last: Mutex<Option<Checkpoint>>,
-    /// The flow's metadata and resume counters, kept current by this owner.
-    metadata: Arc<Mutex<(serde_json::Value, TransferCounters)>>,
-    /// The delayed record of a running first attempt.
-    pending: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for OwnerCheckpointer {
-    fn drop(&mut self) {
-        self.settle();
-    }
-}
-
-impl OwnerCheckpointer {
-    fn last(&self) -> Option<Checkpoint> {
-        self.last.lock().ok().and_then(|l| l.clone())
+impl PipelineHost for DataPlane {
+    fn flow_store(&self) -> &Arc<dyn DataFlowStore> {
+        &self.store
     }
 
-    /// Drops the delayed record of a first attempt that has ended (its outcome is written
-    /// with the flow's next update).
-    fn settle(&self) {
-        if let Some(pending) = self.pending.lock().ok().and_then(|mut p| p.take()) {
-            pending.abort();
-        }
+    fn transfer_registry(&self) -> &TransferRegistry {
+        &self.transfers
     }
 
-    /// Whether no attempt of the flow ever started (none recorded, no checkpoint).
-    fn first_attempt(&self) -> bool {
-        let counters = self
-            .metadata
-            .lock()
-            .map(|m| m.1.clone())
-            .unwrap_or_default();
-        self.last().is_none()
-            && counters.attempts == 0
-            && counters.resumes == 0
-            && counters.restarts == 0
+    fn checkpoint_policy(&self) -> CheckpointPolicy {
+        self.live.checkpoints()
     }
 
-    /// Whether a write was refused because the flow moved on.
-    fn lost(&self) -> bool {
-        self.last
-            .lock()
-            .map(|l| l.as_ref().is_some_and(|c| c.bytes < 0))
-            .unwrap_or(true)
-    }
-}
-
-impl OwnerCheckpointer {
-    fn metadata(&self, total: Option<u64>) -> serde_json::Value {
-        self.metadata
-            .lock()
-            .map(|m| m.1.write(&m.0, total))
-            .unwrap_or(serde_json::Value::Null)
+    fn retry_policy(&self) -> (u32, Duration) {
+        (self.config.retry_limit, self.config.retry_backoff)
     }
 
-    fn refused(&self, error: StoreError) -> TransferError {
-        tracing::warn!(flow_id = %self.flow_id, %error, "write refused: the flow moved on");
-        if let Ok(mut last) = self.last.lock() {
-            // A negative position marks "lost" without another field.
-            *last = Some(Checkpoint {
-                bytes: -1,
-                cursor: None,
-            });
-        }
-        TransferError::Rejected(error.to_string())
-    }
-}
-
-#[async_trait::async_trait]
-impl Checkpointer for OwnerCheckpointer {
-    async fn started(&self, start: &AttemptStart) -> std::result::Result<(), TransferError> {
-        // Every attempt is recorded, so that a later owner knows the destination may hold part
-        // of the data (and asks it where to continue). A later attempt at once; a first one
-        // once it ran for FIRST_ATTEMPT_RECORD_DELAY (until then there is little to lose).
-        self.settle();
-        if let Ok(mut m) = self.metadata.lock() {
-            m.1.attempts += 1;
-            m.1.resumes += u64::from(start.resumed);
-            m.1.restarts += u64::from(start.restarted);
-            if start.restarted {
-                m.1.restart_reason.clone_from(&start.reason);
-            }
-        }
-        if let Some(reason) = start.reason.as_deref().filter(|_| start.restarted) {
-            tracing::info!(flow_id = %self.flow_id, %reason, "transfer restarted from zero");
-        }
-        if start.first {
-            let (store, owner, flow_id) =
-                (self.store.clone(), self.owner.clone(), self.flow_id.clone());
-            let metadata = Arc::clone(&self.metadata);
-            let record = tokio::spawn(async move {
-                tokio::time::sleep(FIRST_ATTEMPT_RECORD_DELAY).await;
-                let value = metadata
-                    .lock()
-                    .map(|m| m.1.write(&m.0, None))
-                    .unwrap_or(serde_json::Value::Null);
-                let update = FlowUpdate {
-                    metadata: Some(value),
-                    only_from: vec![DataFlowState::Started],
-                    ..FlowUpdate::default()
-                };
-                if let Err(error) = store.update_owned(&owner, &flow_id, &update).await {
-                    tracing::debug!(%flow_id, %error, "first attempt not recorded");
-                }
-            });
-            if let Ok(mut pending) = self.pending.lock() {
-                *pending = Some(record);
-            }
-            return Ok(());
-        }
-        let update = FlowUpdate {
-            metadata: Some(self.metadata(None)),
-            only_from: vec![DataFlowState::Started],
-            ..FlowUpdate::default()
-        };
-        match self
-            .store
-            .update_owned(&self.owner, &self.flow_id, &update)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(
-                error @ (StoreError::LeaseLost { .. }
-                | StoreError::WrongState { .. }
-                | StoreError::NotFound { .. }),
-            ) => Err(self.refused(error)),
-            Err(error) => Err(TransferError::Transient(format!(
-                "cannot record the resume: {error}"
-            ))),
-        }
+    fn lease_still_valid(&self) -> bool {
+        self.lease_valid()
     }
 
-    async fn record(&self, checkpoint: Checkpoint) -> std::result::Result<(), TransferError> {
-        let update = FlowUpdate {
-            only_from: vec![DataFlowState::Started],
-            ..FlowUpdate::checkpoint(checkpoint.clone())
-        };
-        match self
-            .store
-            .update_owned(&self.owner, &self.flow_id, &update)
-            .await
-        {
-            Ok(_) => {
-                if let Ok(mut last) = self.last.lock() {
-                    *last = Some(checkpoint);
-                }
-                Ok(())
-            }
-            Err(
-                error @ (StoreError::LeaseLost { .. }
-                | StoreError::WrongState { .. }
-                | StoreError::NotFound { .. }),
-            ) => {
-                tracing::warn!(flow_id = %self.flow_id, %error, "checkpoint refused: the flow moved on");
-                if let Ok(mut last) = self.last.lock() {
-                    // A negative position marks "lost" without another field.
-                    *last = Some(Checkpoint {
-                        bytes: -1,
-                        cursor: None,
-                    });
-                }
-                Err(TransferError::Rejected(error.to_string()))
-            }
-            Err(error) => Err(TransferError::Transient(format!(
-                "cannot record a checkpoint: {error}"
-            ))),
-        }
-    }
-}
-
-/// Resume statistics kept in the flow's metadata (`transfer.attempts`, `transfer.resumes`,
-/// `transfer.restarts`, `transfer.restartReason`).
-#[derive(Debug, Default, Clone)]
-struct TransferCounters {
-    attempts: u64,
-    resumes: u64,
-    restarts: u64,
-    restart_reason: Option<String>,
-}
-
-impl TransferCounters {
-    fn of(metadata: &serde_json::Value) -> Self {
-        let get = |key: &str| {
-            metadata
-                .pointer(&format!("/transfer/{key}"))
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0)
-        };
-        Self {
-            attempts: get("attempts"),
-            resumes: get("resumes"),
-            restarts: get("restarts"),
-            restart_reason: metadata
-                .pointer("/transfer/restartReason")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned),
-        }
+    fn completed(&self, flow: &DataFlow) {
+        self.metrics.completed.add(1);
+        self.callback(flow, "completed", None);
     }
 
-    fn write(&self, metadata: &serde_json::Value, total: Option<u64>) -> serde_json::Value {
-        let mut metadata = metadata.clone();
-        if let Some(map) = metadata.as_object_mut() {
-            let mut transfer = serde_json::json!({
-                "attempts": self.attempts,
-                "resumes": self.resumes,
-                "restarts": self.restarts,
-            });
-            if let Some(reason) = &self.restart_reason {
-                transfer["restartReason"] = reason.clone().into();
-            }
-            if let Some(total) = total {
-                transfer["bytesTotal"] = total.into();
-            }
-            map.insert("transfer".into(), transfer);
-        }
-        metadata
+    fn failed(&self) {
+        self.metrics.failed.add(1);
+    }
+
+    fn errored(&self, flow: &DataFlow, error: String) {
+        self.callback(flow, "errored", Some(error));
     }
 }
 
@@ -2341,17 +1922,9 @@ fn tokio_stream_from(
 
 type CoordResult<T> = std::result::Result<T, dataplane_spi::CoordinationError>;
 
+/// See `From<CoordinationError> for DataPlaneError` (error.rs), the one mapping.
 fn coordination(error: dataplane_spi::CoordinationError) -> DataPlaneError {
-    use dataplane_spi::CoordinationError as E;
-    match error {
-        E::Conflict { .. } | E::StaleTerm { .. } => DataPlaneError::Conflict(error.to_string()),
-        E::NotFound(_) => DataPlaneError::NotFound(error.to_string()),
-        E::InvalidInput(_) | E::Compacted { .. } | E::SessionGone(_) => {
-            DataPlaneError::InvalidInput(error.to_string())
-        }
-        E::Unavailable(_) => DataPlaneError::Unavailable(error.to_string()),
-        E::Internal(_) => DataPlaneError::Internal(error.to_string()),
-    }
+    error.into()
 }
 
 /// What `GET /cluster/baseline` shows.
@@ -2549,7 +2122,7 @@ impl DataPlane {
         Ok(())
     }
 
-    /// 503 while the cluster is INACTIVE, naming the missing baseline members.
+    /// `Unavailable` while the cluster is INACTIVE, naming the missing baseline members.
     async fn require_active(&self) -> Result<()> {
         let inactive = |manager: &Self| {
             manager
@@ -2748,7 +2321,7 @@ impl DataPlane {
     /// online member.
     ///
     /// # Errors
-    /// 409 (inactive cluster, online member, version conflict), 400 (empty or bad names).
+    /// `Conflict` (inactive cluster, online member, version conflict), `InvalidInput` (empty or bad names).
     pub async fn change_baseline(
         &self,
         op: &str,
@@ -2854,7 +2427,7 @@ impl DataPlane {
     /// Sets auto-adjust.
     ///
     /// # Errors
-    /// 400 for a zero timeout when enabled.
+    /// `InvalidInput` for a zero timeout when enabled.
     pub async fn set_auto_adjust(&self, settings: AutoAdjust) -> Result<BaselineView> {
         if settings.enabled && settings.timeout_ms == 0 {
             return Err(DataPlaneError::InvalidInput(
@@ -2876,7 +2449,7 @@ impl DataPlane {
     /// lease is in doubt.
     ///
     /// # Errors
-    /// A reason, for a 503.
+    /// A reason, for an `Unavailable` answer.
     pub async fn ready(&self) -> std::result::Result<&'static str, String> {
         self.store
             .now()

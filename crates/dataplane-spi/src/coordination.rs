@@ -3,7 +3,7 @@
 //! leader-only work. Sessions are the members of [`crate::DataFlowStore`]: a session is alive
 //! while its member's lease is valid.
 //!
-//! Implementations: [`crate::memory::InMemoryDataFlowStore`] (one process) and the SQL store
+//! Implementations: `MemoryStore` (`dataplane-store-memory`, one process) and the SQL store
 //! (SQLite on one host, PostgreSQL for a cluster), checked by one conformance suite.
 
 use async_trait::async_trait;

@@ -10,8 +10,11 @@
 //! - DPS messages ([`DataFlowMessage`], [`DataFlowStatusMessage`], ...) and [`DataAddress`];
 //! - [`ResourceAddress`], [`DataSource`]/[`DataSink`] streaming traits and their factories in a
 //!   [`TransferRegistry`] keyed by address type;
-//! - [`memory::InMemoryDataFlowStore`], a single-process implementation (std only);
-//! - `conformance` (feature `conformance`): the behaviour every store must have.
+//! - `conformance` (feature `conformance`): the behaviour every store must have, one file per
+//!   contract, run against `MemoryStore` (`dataplane-store-memory`) and `SqlStore`
+//!   (`dataplane-store-sql`).
+//!
+//! Contracts only: the implementations live in the store crates.
 //!
 //! No web, HTTP-client or database crate is used here.
 
@@ -20,7 +23,6 @@ pub mod coordination;
 mod error;
 mod flow;
 mod member;
-pub mod memory;
 mod messages;
 pub mod secrets;
 mod store;

@@ -7,11 +7,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use dataplane_spi::memory::InMemoryDataFlowStore;
 use dataplane_spi::{
     Checkpoint, DataFlowState, DataFlowStore, FlowKind, FlowOwner, FlowUpdate, MemberRegistration,
     NewDataFlow, StoreError,
 };
+use dataplane_store_memory::MemoryStore;
 use dataplane_store_sql::{SqlStore, SqlStoreOptions, StoreUrl};
 use proptest::prelude::*;
 
@@ -165,7 +165,7 @@ proptest! {
 
     #[test]
     fn checkpoints_only_move_forward_in_memory(ops in proptest::collection::vec(op(), 1..40)) {
-        runtime().block_on(check(Arc::new(InMemoryDataFlowStore::new()), ops));
+        runtime().block_on(check(Arc::new(MemoryStore::new()), ops));
     }
 
     #[test]

@@ -264,56 +264,16 @@ async fn postgres_change_hints_reach_other_processes() {
 /// update is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_cas_increments_lose_nothing_on_postgres() {
-    use dataplane_spi::{CoordinationError, Coordinator, Expected};
     const WRITERS: usize = 4;
     const EACH: usize = 2500;
     let store = Arc::new(open(&postgres_url().await).await);
-    store
-        .kv_put("counter", "0", Expected::Absent, None)
-        .await
-        .unwrap();
     let began = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..WRITERS {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut done, mut conflicts) = (0, 0u64);
-            while done < EACH {
-                let current = store.kv_get("counter").await.unwrap().unwrap();
-                let next = current.value.parse::<u64>().unwrap() + 1;
-                match store
-                    .kv_put(
-                        "counter",
-                        &next.to_string(),
-                        Expected::Version(current.version),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(_) => done += 1,
-                    Err(CoordinationError::Conflict { .. }) => conflicts += 1,
-                    Err(other) => panic!("{other}"),
-                }
-            }
-            conflicts
-        }));
-    }
-    let mut conflicts = 0;
-    for task in tasks {
-        conflicts += task.await.unwrap();
-    }
-    let counter = store.kv_get("counter").await.unwrap().unwrap();
+    let conflicts = dataplane_spi::conformance::kv::cas_increments(store, WRITERS, EACH).await;
     println!(
         "{} puts, {conflicts} refused by compare-and-set, in {:?}",
         WRITERS * EACH,
         began.elapsed()
     );
-    assert_eq!(
-        counter.value,
-        (WRITERS * EACH).to_string(),
-        "an update was lost"
-    );
-    assert_eq!(counter.version, (WRITERS * EACH + 1) as i64);
 }
 
 /// A flow written by a version that kept its raw token in the metadata (`"token"`): opening the

@@ -8,8 +8,11 @@
 //! environment — including keys nobody declared in advance, such as seeding aliases.
 //!
 //! Because the mapping loses information (`_` could have been `.` or `-`), a key that only
-//! comes from the environment is shown in lower case with dots (`edc.dpf.selector.pod1.url`);
-//! aliases in such keys should therefore be lower-case alphanumeric.
+//! comes from the environment is shown in lower case with dots (`edc.dpf.selector.pod1.url`).
+//! Groups of keys `<prefix><id>.<property>` (datasets, control planes, seeded selector
+//! instances) are therefore read with [`Config::group`], which knows the group's property
+//! names and matches them without regard to case, `-`, `_` and `.` (`BASEURL`, `base-url` and
+//! `base_url` all reach `baseUrl`), and reports the keys that name no known property.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -79,6 +82,9 @@ struct Entry {
     key: String,
     value: String,
     source: Source,
+    /// Whether `key` is spelled from an environment variable's name (lower case, every `_`
+    /// turned into `.`), so that its `.` may have been `_` or `-`.
+    env_spelling: bool,
 }
 
 /// The canonical form of a key: upper-case with `.` and `-` replaced by `_`.
@@ -89,6 +95,24 @@ pub fn canonical_key(key: &str) -> String {
             '.' | '-' => '_',
             c => c.to_ascii_uppercase(),
         })
+        .collect()
+}
+
+/// Whether `key` is spelled as [`Config::merge_env`] spells a variable's name: lower case,
+/// with dots and no `_` or `-`.
+fn is_env_spelling(key: &str) -> bool {
+    !key.chars()
+        .any(|c| c.is_ascii_uppercase() || c == '_' || c == '-')
+}
+
+/// The form in which property names of a group are compared ([`Config::group`]): lower case,
+/// without `-`, `_` and `.` (`baseUrl`, `BASEURL`, `base-url`, `base_url` → `baseurl`;
+/// `authorization.tokenEndpoint` → `authorizationtokenendpoint`).
+pub fn canonical_property(name: &str) -> String {
+    name.trim()
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .map(|c| c.to_ascii_lowercase())
         .collect()
 }
 
@@ -148,9 +172,10 @@ impl Config {
         if canonical.is_empty() {
             return;
         }
-        let spelled = match (self.entries.get(&canonical), source) {
-            (Some(existing), Source::Env) => existing.key.clone(),
-            _ => key.trim().to_owned(),
+        let (spelled, env_spelling) = match (self.entries.get(&canonical), source) {
+            (Some(existing), Source::Env) => (existing.key.clone(), existing.env_spelling),
+            (None, Source::Env) => (key.trim().to_owned(), is_env_spelling(key.trim())),
+            _ => (key.trim().to_owned(), false),
         };
         self.entries.insert(
             canonical,
@@ -158,6 +183,7 @@ impl Config {
                 key: spelled,
                 value: value.to_owned(),
                 source,
+                env_spelling,
             },
         );
     }
@@ -262,6 +288,12 @@ impl Config {
         Ok(self.parse(key)?.unwrap_or(default))
     }
 
+    /// Every key set in any layer, as spelled (see [`Config::set`]), in canonical order: for
+    /// checking keys against the ones a program knows. Values are left out on purpose.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.values().map(|entry| entry.key.as_str())
+    }
+
     /// Every `(key, value)` whose key starts with `prefix` (compared in canonical form), with
     /// the prefix removed from the returned key. Keys keep their spelling.
     pub fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
@@ -274,6 +306,128 @@ impl Config {
                 (rest.to_owned(), entry.value.clone())
             })
             .collect()
+    }
+
+    /// Reads the group of keys `<prefix><id>.<property>` whose properties are `properties`
+    /// (their declared names, e.g. `baseUrl` or `authorization.tokenEndpoint`).
+    ///
+    /// A property is matched without regard to case, `-`, `_` and `.`
+    /// ([`canonical_property`]) and returned under its declared name, so
+    /// `DPF_DATASET_DS1_BASEURL`, `dpf.dataset.ds1.base-url` and `dpf.dataset.ds1.baseUrl` all
+    /// give member `ds1` the property `baseUrl`. Where the id and the property are not
+    /// separated unambiguously (an environment variable's `_` may be part of either), the
+    /// property is the **longest** known property name that matches the key's tail:
+    /// `DPF_DATASET_MY_DS_BASEURL` is member `my_ds` with `baseUrl`. An id spelled by an
+    /// environment variable keeps `_` between its words and is lower case; when a key from
+    /// another layer spells the same id (`dpf.dataset.my-ds.type` in a file), that spelling is
+    /// used. Ids that no environment variable can express (upper case, `-`, `.`) are set with
+    /// `-D` or a properties file.
+    ///
+    /// Keys under `prefix` equal to one of `reserved` (compared as properties are: settings
+    /// that share the prefix, such as `edc.dpf.selector.strategy`) are skipped. Every other key
+    /// that names no known property is listed in [`Group::unknown`], for the caller to warn
+    /// about (or to accept as a free property). When two spellings of one property are set,
+    /// the higher layer wins.
+    pub fn group(&self, prefix: &str, properties: &[&str], reserved: &[&str]) -> Group {
+        let canonical_prefix = canonical_key(prefix);
+        let known: Vec<(String, &str)> = properties
+            .iter()
+            .map(|p| (canonical_property(p), *p))
+            .collect();
+        let reserved: Vec<String> = reserved.iter().map(|r| canonical_property(r)).collect();
+        // (id, env-spelled id, declared property) → (source, value)
+        let mut found: Vec<(String, bool, String, Source, String)> = Vec::new();
+        let mut unknown: Vec<(&Entry, String)> = Vec::new();
+        for (canonical, entry) in &self.entries {
+            if !canonical.starts_with(&canonical_prefix) {
+                continue;
+            }
+            let rest = entry.key.get(canonical_prefix.len()..).unwrap_or_default();
+            if rest.is_empty() || reserved.contains(&canonical_property(rest)) {
+                continue;
+            }
+            let segments: Vec<&str> = rest.split('.').collect();
+            // The smallest id, i.e. the longest property, that is a known property.
+            let matched = (1..segments.len()).find_map(|at| {
+                let tail = canonical_property(&segments[at..].concat());
+                known
+                    .iter()
+                    .find(|(canonical, _)| *canonical == tail)
+                    .map(|(_, declared)| (at, *declared))
+            });
+            match matched {
+                Some((at, declared)) => {
+                    let separator = if entry.env_spelling { "_" } else { "." };
+                    found.push((
+                        segments[..at].join(separator),
+                        entry.env_spelling,
+                        declared.to_owned(),
+                        entry.source,
+                        entry.value.clone(),
+                    ));
+                }
+                None => unknown.push((entry, rest.to_owned())),
+            }
+        }
+        // An id spelled by the environment takes the spelling another layer gives it.
+        let spelled: BTreeMap<String, String> = found
+            .iter()
+            .filter(|(_, env, ..)| !env)
+            .map(|(id, ..)| (canonical_key(id), id.clone()))
+            .collect();
+        let mut members: BTreeMap<String, BTreeMap<String, (Source, String)>> = BTreeMap::new();
+        for (id, env, property, source, value) in found {
+            let id = if env {
+                spelled.get(&canonical_key(&id)).cloned().unwrap_or(id)
+            } else {
+                id
+            };
+            let slot = members.entry(id).or_default().entry(property);
+            match slot {
+                std::collections::btree_map::Entry::Occupied(mut held) => {
+                    if source >= held.get().0 {
+                        held.insert((source, value));
+                    }
+                }
+                std::collections::btree_map::Entry::Vacant(free) => {
+                    free.insert((source, value));
+                }
+            }
+        }
+        // An unknown key belongs to the longest member id its start spells, else to its
+        // first segment.
+        let unknown = unknown
+            .into_iter()
+            .map(|(entry, rest)| {
+                let segments: Vec<&str> = rest.split('.').collect();
+                let at = (1..segments.len())
+                    .rev()
+                    .find(|&at| {
+                        let id = canonical_key(&segments[..at].join("."));
+                        members.keys().any(|m| canonical_key(m) == id)
+                    })
+                    .unwrap_or(1);
+                let id_spelled = segments[..at].join(".");
+                let id = members
+                    .keys()
+                    .find(|m| canonical_key(m) == canonical_key(&id_spelled))
+                    .cloned()
+                    .unwrap_or(id_spelled);
+                UnknownKey {
+                    key: entry.key.clone(),
+                    id,
+                    property: segments.get(at..).unwrap_or_default().join("."),
+                    value: entry.value.clone(),
+                }
+            })
+            .collect();
+        Group {
+            members: members
+                .into_iter()
+                .map(|(id, props)| (id, props.into_iter().map(|(p, (_, v))| (p, v)).collect()))
+                .collect(),
+            unknown,
+        }
     }
 
     /// The values that must never be shown, for masking them wherever they appear in a log
@@ -326,6 +480,78 @@ impl Config {
             .collect();
         lines.sort();
         lines.join("\n")
+    }
+}
+
+/// The keys of one group `<prefix><id>.<property>`, read by [`Config::group`]. Its `Debug`
+/// shows ids and property names, never values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    /// Member id → declared property name → value.
+    pub members: BTreeMap<String, BTreeMap<String, String>>,
+    /// Keys under the prefix that name no known property, in key order.
+    pub unknown: Vec<UnknownKey>,
+}
+
+impl Group {
+    /// Every member's properties as `(<id>.<property>, value)` pairs, the declared property
+    /// names, followed by the unknown keys as `(<id>.<property>, value)` as spelled: the form
+    /// [`Config::with_prefix`] gives, for readers that take pairs.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let known = self.members.iter().flat_map(|(id, properties)| {
+            properties
+                .iter()
+                .map(move |(property, value)| (format!("{id}.{property}"), value.clone()))
+        });
+        let unknown = self
+            .unknown
+            .iter()
+            .filter(|u| !u.property.is_empty())
+            .map(|u| (format!("{}.{}", u.id, u.property), u.value.clone()));
+        known.chain(unknown).collect()
+    }
+
+    /// The full names of the unknown keys (never their values), for a warning.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.unknown.iter().map(|u| u.key.as_str()).collect()
+    }
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let members: BTreeMap<&str, Vec<&str>> = self
+            .members
+            .iter()
+            .map(|(id, properties)| (id.as_str(), properties.keys().map(String::as_str).collect()))
+            .collect();
+        f.debug_struct("Group")
+            .field("members", &members)
+            .field("unknown", &self.unknown)
+            .finish()
+    }
+}
+
+/// A key under a group's prefix that names no known property.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// The whole key as spelled (`dpf.dataset.ds1.baseurll`).
+    pub key: String,
+    /// The member it most likely belongs to (an id the group has, else the first segment).
+    pub id: String,
+    /// The rest of the key after the id, as spelled (may be empty).
+    pub property: String,
+    /// Its value (may be a secret: never log it).
+    pub value: String,
+}
+
+impl fmt::Debug for UnknownKey {
+    // The value is left out: it may be a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnknownKey")
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .field("property", &self.property)
+            .finish_non_exhaustive()
     }
 }
 
@@ -621,6 +847,168 @@ mod tests {
         assert_eq!(
             redact_urls_in_text("error=\"x\" url=postgres://a:b@h/d, then https://u:v@w ok"),
             "error=\"x\" url=postgres://a:***@h/d, then https://u:***@w ok"
+        );
+    }
+
+    const DATASET: [&str; 5] = ["type", "baseUrl", "path", "authType", "contentType"];
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn group_properties_match_ignoring_case_and_separators() {
+        let mut config = Config::new();
+        config.merge_env([
+            ("DPF_DATASET_DS1_TYPE".to_owned(), "HttpData".to_owned()),
+            ("DPF_DATASET_DS1_BASEURL".to_owned(), "http://a/".to_owned()),
+        ]);
+        config.set("dpf.dataset.ds2.base-url", "http://b/", Source::Flag);
+        config.set("dpf.dataset.ds3.base_url", "http://c/", Source::File);
+        config.set("dpf.dataset.ds4.BaseURL", "http://d/", Source::File);
+        config.set("dpf.dataset.ds4.Content-Type", "text/plain", Source::File);
+        let group = config.group("dpf.dataset.", &DATASET, &[]);
+        assert_eq!(
+            group.members["ds1"],
+            props(&[("type", "HttpData"), ("baseUrl", "http://a/")])
+        );
+        assert_eq!(group.members["ds2"], props(&[("baseUrl", "http://b/")]));
+        assert_eq!(group.members["ds3"], props(&[("baseUrl", "http://c/")]));
+        assert_eq!(
+            group.members["ds4"],
+            props(&[("baseUrl", "http://d/"), ("contentType", "text/plain")])
+        );
+        assert!(group.unknown.is_empty(), "{group:?}");
+    }
+
+    #[test]
+    fn an_env_id_with_underscores_takes_the_longest_known_property() {
+        let mut config = Config::new();
+        config.merge_env([
+            (
+                "DPF_DATASET_MY_DS_BASEURL".to_owned(),
+                "http://a/".to_owned(),
+            ),
+            ("DPF_DATASET_MY_DS_AUTH_TYPE".to_owned(), "raw".to_owned()),
+            (
+                "DPF_DATASET_X_CONTENT_TYPE".to_owned(),
+                "text/csv".to_owned(),
+            ),
+        ]);
+        let group = config.group("dpf.dataset.", &DATASET, &[]);
+        assert_eq!(
+            group.members["my_ds"],
+            props(&[("baseUrl", "http://a/"), ("authType", "raw")])
+        );
+        // `contentType` is longer than `type`: the id is `x`, not `x_content`.
+        assert_eq!(group.members["x"], props(&[("contentType", "text/csv")]));
+        assert_eq!(group.members.len(), 2, "{group:?}");
+    }
+
+    #[test]
+    fn an_env_id_takes_the_spelling_of_another_layer() {
+        let mut config = Config::new();
+        config
+            .merge_properties("dpf.dataset.my-ds.type=HttpData\n", "test")
+            .unwrap();
+        config.merge_env([(
+            "DPF_DATASET_MY_DS_BASEURL".to_owned(),
+            "http://a/".to_owned(),
+        )]);
+        let group = config.group("dpf.dataset.", &DATASET, &[]);
+        assert_eq!(
+            group.members["my-ds"],
+            props(&[("type", "HttpData"), ("baseUrl", "http://a/")])
+        );
+        assert_eq!(group.members.len(), 1, "{group:?}");
+    }
+
+    #[test]
+    fn the_higher_layer_wins_between_two_spellings_of_one_property() {
+        let mut config = Config::new();
+        config.set("dpf.dataset.a.baseUrl", "http://file/", Source::File);
+        config.set("dpf.dataset.a.base-url", "http://flag/", Source::Flag);
+        config.set("dpf.dataset.b.base-url", "http://default/", Source::Default);
+        config.set("dpf.dataset.b.baseUrl", "http://file/", Source::File);
+        let group = config.group("dpf.dataset.", &DATASET, &[]);
+        assert_eq!(group.members["a"]["baseUrl"], "http://flag/");
+        assert_eq!(group.members["b"]["baseUrl"], "http://file/");
+    }
+
+    #[test]
+    fn nested_properties_and_unknown_keys_are_reported_without_values() {
+        let mut config = Config::new();
+        config.merge_env([
+            (
+                "DPF_CONTROLPLANE_CP1_ENDPOINT".to_owned(),
+                "http://cp/".to_owned(),
+            ),
+            (
+                "DPF_CONTROLPLANE_CP1_AUTHORIZATION_TOKEN_ENDPOINT".to_owned(),
+                "http://t/".to_owned(),
+            ),
+            (
+                "DPF_CONTROLPLANE_CP1_AUTHORIZATION_CLIENTSECRET".to_owned(),
+                "s3cr3t-value".to_owned(),
+            ),
+            ("DPF_CONTROLPLANE_CP1_ENDPOINTT".to_owned(), "x".to_owned()),
+        ]);
+        config.set("dpf.controlplane.cp2", "y", Source::File);
+        let group = config.group(
+            "dpf.controlplane.",
+            &[
+                "endpoint",
+                "authorization.tokenEndpoint",
+                "authorization.clientSecret",
+            ],
+            &[],
+        );
+        assert_eq!(
+            group.members["cp1"],
+            props(&[
+                ("endpoint", "http://cp/"),
+                ("authorization.tokenEndpoint", "http://t/"),
+                ("authorization.clientSecret", "s3cr3t-value"),
+            ])
+        );
+        assert_eq!(
+            group.unknown_keys(),
+            vec!["dpf.controlplane.cp1.endpointt", "dpf.controlplane.cp2"]
+        );
+        assert_eq!(group.unknown[0].id, "cp1");
+        assert_eq!(group.unknown[0].property, "endpointt");
+        assert!(!format!("{group:?}").contains("s3cr3t"), "{group:?}");
+    }
+
+    #[test]
+    fn reserved_keys_are_not_members_and_entries_keep_free_properties() {
+        let mut config = Config::new();
+        config.set("edc.dpf.selector.strategy", "random", Source::Default);
+        config.merge_env([
+            ("EDC_DPF_SELECTOR_API_KEY".to_owned(), "k".to_owned()),
+            (
+                "EDC_DPF_SELECTOR_MY_POD_URL".to_owned(),
+                "http://p/".to_owned(),
+            ),
+            ("EDC_DPF_SELECTOR_MY_POD_REGION".to_owned(), "eu".to_owned()),
+        ]);
+        let group = config.group(
+            "edc.dpf.selector.",
+            &["url", "labels"],
+            &["strategy", "api-key", "url"],
+        );
+        assert_eq!(group.members.len(), 1, "{group:?}");
+        assert_eq!(group.members["my_pod"], props(&[("url", "http://p/")]));
+        assert_eq!(group.unknown_keys(), vec!["edc.dpf.selector.my.pod.region"]);
+        assert_eq!(
+            group.entries(),
+            vec![
+                ("my_pod.url".to_owned(), "http://p/".to_owned()),
+                ("my_pod.region".to_owned(), "eu".to_owned()),
+            ]
         );
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataplane_spi::memory::InMemoryDataFlowStore;
+use dataplane_store_memory::MemoryStore;
 use dpf_config::{Config, Source};
 
 fn config(dir: &std::path::Path, pairs: &[(&str, &str)]) -> Config {
@@ -31,7 +31,7 @@ fn config(dir: &std::path::Path, pairs: &[(&str, &str)]) -> Config {
 }
 
 fn build(config: &Config) -> anyhow::Result<Arc<dataplane_manager::DataPlane>> {
-    let store = Arc::new(InMemoryDataFlowStore::new());
+    let store = Arc::new(MemoryStore::new());
     dpf_launch::build_data_plane(config, store.clone(), store, "http://127.0.0.1:1/api/v1")
 }
 
@@ -116,11 +116,21 @@ async fn a_configured_control_plane_gets_its_authorization() {
         ],
     ))
     .unwrap();
-    let cp1 = plane.control_planes().for_participant(Some("cp1")).unwrap();
+    let cp1 = plane
+        .control_planes()
+        .for_participant(Some("cp1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         cp1.authorization,
         serde_json::json!({"type": "bearer", "token": "cp-token"})
     );
-    let cp2 = plane.control_planes().for_participant(Some("cp2")).unwrap();
+    let cp2 = plane
+        .control_planes()
+        .for_participant(Some("cp2"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cp2.authorization, serde_json::json!({"type": "none"}));
 }

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config, "selector");
+    dpf_launch::warn_unknown_settings(&config);
     if run_migrate_if_asked(&cli, &config).await? {
         return Ok(());
     }
@@ -83,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let selector: Arc<dyn DataPlaneSelector> = Arc::new(selector);
 
-    let registrations = seed::registrations_from_entries(&config.with_prefix(seed::SEED_PREFIX))?;
+    let registrations = dpf_launch::seed_registrations(&config)?;
     let created = seed::apply(selector.as_ref(), &registrations).await?;
     tracing::info!(seeded = registrations.len(), created, "seeding done");
 

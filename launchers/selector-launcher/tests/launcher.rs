@@ -109,6 +109,54 @@ async fn seeds_instances_from_a_properties_file_and_the_environment() {
     assert_eq!(strategies["default"], "round-robin");
 }
 
+/// Kubernetes-style configuration: the selector's own key and the seeds come from the
+/// environment alone. `EDC_DPF_SELECTOR_API_KEY` is a setting, not an instance called `api`;
+/// seed properties match without regard to case and `_` (`SOURCE_TYPES` is `sourceTypes`),
+/// and an alias with `_` keeps it.
+#[tokio::test]
+async fn seeds_and_the_api_key_from_the_environment_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = start(
+        &[],
+        &[
+            ("DPF_STORE_URL", "memory:"),
+            ("EDC_DPF_SELECTOR_API_KEY", "env-selector-key"),
+            ("EDC_DPF_SELECTOR_STRATEGY", "round-robin"),
+            (
+                "EDC_DPF_SELECTOR_POD_A_URL",
+                "http://pod-a.example:8080/api/v1/signaling",
+            ),
+            ("EDC_DPF_SELECTOR_POD_A_SOURCE_TYPES", "HttpData,File"),
+            ("EDC_DPF_SELECTOR_POD_A_LABELS", "eu"),
+        ],
+        dir.path(),
+    );
+    let response = reqwest::Client::new()
+        .get(format!("{}/dataplanes", launcher.base_url))
+        .bearer_auth("env-selector-key")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    let instances = body.as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{body}");
+    assert_eq!(instances[0]["id"], "pod_a", "{body}");
+    assert_eq!(
+        instances[0]["endpoint"],
+        "http://pod-a.example:8080/api/v1/signaling"
+    );
+    assert_eq!(
+        instances[0]["allowedSourceTypes"],
+        serde_json::json!(["HttpData", "File"]),
+        "{body}"
+    );
+    assert_eq!(instances[0]["labels"], serde_json::json!(["eu"]));
+    let (status, _) = get_json(&format!("{}/dataplanes", launcher.base_url)).await;
+    assert_eq!(status, 401);
+}
+
 #[test]
 fn refuses_an_unknown_default_strategy_and_a_bad_seed() {
     let dir = tempfile::tempdir().unwrap();
