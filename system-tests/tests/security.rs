@@ -232,4 +232,18 @@ async fn allow_list_readiness_and_metrics() {
     ] {
         assert!(metric(&after, name) >= 0.0, "{name} missing:\n{after}");
     }
+    // The finished flow leaves no local state behind.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape().await;
+        let entries = metric(&text, "dpf_runner_entries");
+        if entries == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dpf_runner_entries stays {entries}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -2544,6 +2544,11 @@ impl DataPlane {
             "# HELP dpf_transfers_running Transfers running on this replica.\n# TYPE dpf_transfers_running gauge\ndpf_transfers_running {}",
             self.running_transfers()
         );
+        let _ = writeln!(
+            out,
+            "# HELP dpf_runner_entries Flows with local state on this replica (transfers, pull streams, uploads).\n# TYPE dpf_runner_entries gauge\ndpf_runner_entries {}",
+            self.runner_len()
+        );
         let leader = self.known_leader().is_some_and(|l| l.leader == self.me());
         let _ = writeln!(out, "# HELP dpf_leader Whether this replica leads the cluster.\n# TYPE dpf_leader gauge\ndpf_leader {}", u8::from(leader));
         Ok(out)
