@@ -16,6 +16,8 @@
 //! - [`wait_for`]: poll a condition until it holds or a timeout passes.
 //! - [`dps`]: validate JSON messages against the Eclipse Data Plane Signaling JSON schemas
 //!   ([`dps::validate`], [`dps::assert_valid`]), offline.
+//! - [`fakes`]: fault-injecting sources and sinks for in-process transfer tests (failing,
+//!   flaky, stalling and slow sources; a recording sink that can refuse writes).
 //!
 //! # Cleanup
 //!
@@ -39,6 +41,7 @@
 //! ```
 
 pub mod dps;
+pub mod fakes;
 mod postgres;
 
 use std::net::{Ipv4Addr, SocketAddr};
