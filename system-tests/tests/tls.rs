@@ -5,36 +5,10 @@
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use serde_json::{json, Value};
 use system_tests::{
     flow_message, random_bytes, sha256, sha256_file, simple_message, Launcher, PUSH,
 };
-
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![
-        SanType::IpAddress("127.0.0.1".parse().unwrap()),
-        SanType::DnsName("localhost".try_into().unwrap()),
-    ];
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    Pki {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
 
 async fn call(
     client: &reqwest::Client,
@@ -50,14 +24,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_transfer_runs_over_https() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki();
-    for (name, text) in [
-        ("ca.pem", &pki.ca),
-        ("cert.pem", &pki.cert),
-        ("key.pem", &pki.key),
-    ] {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
+    let ca = system_tests::write_test_pki(dir.path());
     let path = |name: &str| dir.path().join(name).display().to_string();
     let tls = [
         "-D".to_owned(),
@@ -87,7 +54,7 @@ async fn a_push_transfer_runs_over_https() {
     );
 
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
         .build()
         .unwrap();
     // Plain HTTP to a TLS port does not work; HTTPS with the CA does.

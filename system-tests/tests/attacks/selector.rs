@@ -10,32 +10,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use serde_json::{json, Value};
 use system_tests::Launcher;
 
 const KEY: &str = "selector-attacks-key-9f3c";
 const WRONG_KEY: &str = "not-the-selector-key-41d7";
-
-/// A CA, and a certificate it signed for 127.0.0.1 and localhost; written as PEM files into
-/// `dir`. Returns the CA's PEM.
-fn write_pki(dir: &Path) -> String {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![
-        SanType::IpAddress("127.0.0.1".parse().unwrap()),
-        SanType::DnsName("localhost".try_into().unwrap()),
-    ];
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    ca.pem()
-}
 
 fn flags(pairs: &[String]) -> Vec<String> {
     pairs
@@ -105,7 +84,7 @@ fn replica(name: &str, selector: &str, key: &str, dir: &Path) -> Launcher {
 async fn a_key_protected_https_selector_registers_replicas_with_the_key_and_no_one_else() {
     let _serial = system_tests::serial().await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = write_pki(dir.path());
+    let ca = system_tests::write_test_pki(dir.path());
     let path = |file: &str| dir.path().join(file).display().to_string();
     let selector_dir = dir.path().join("selector");
     std::fs::create_dir_all(&selector_dir).unwrap();
