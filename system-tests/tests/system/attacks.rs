@@ -5,11 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // tests: small bodies, failed unwraps are failures
 
-#[path = "attacks/addresses.rs"]
 mod addresses;
-#[path = "attacks/auth.rs"]
 mod auth;
-#[path = "attacks/secrets.rs"]
 mod secrets;
-#[path = "attacks/selector.rs"]
 mod selector;
