@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+
+#[path = "suite/object.rs"]
+mod object;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use system_tests::{
@@ -122,7 +125,7 @@ fn launch(store: &str, extra: &[&str], dir: &std::path::Path) -> Launcher {
 }
 
 async fn put_dataset(base: &str, id: &str, address: Value) {
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .put(format!("{base}/datasets/{id}"))
         .json(&address)
         .send()
@@ -189,7 +192,7 @@ async fn throughput(mode: Mode, report: &mut Report) {
         json!({"type": "HttpData", "baseUrl": small}),
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
 
     let began = Instant::now();
     relay(&client, &big, &data.upload_url("relay")).await;
@@ -586,7 +589,7 @@ async fn renewal_statements(flows: usize, seconds: u64) -> f64 {
         .unwrap()
         .build();
     let control_planes = Arc::new(ControlPlaneRegistry::new());
-    let plane = DataPlane::new(
+    let (plane, services) = DataPlane::new(
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         transfers,
@@ -595,7 +598,7 @@ async fn renewal_statements(flows: usize, seconds: u64) -> f64 {
         CallbackDispatcher::new(control_planes, 1, Duration::from_millis(10)),
         DataPlaneConfig::new("bench", "http://127.0.0.1:1/api/v1"),
     );
-    let handle = plane.run().await.unwrap();
+    let handle = plane.run(services).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     while store
         .list_owned("bench", &[dataplane_spi::DataFlowState::Started], flows + 1)
@@ -767,7 +770,7 @@ async fn selection(mode: Mode, report: &mut Report) {
     );
     for i in 0..3 {
         let body = json!({"dataplaneId": format!("dp-{i}"), "endpoint": format!("http://dp{i}:1/"), "profiles": [PUSH], "authorization": {"type": "none"}});
-        let response = reqwest::Client::new()
+        let response = system_tests::client()
             .put(format!("{}/dataplanes", selector.base_url))
             .json(&body)
             .send()
@@ -777,7 +780,7 @@ async fn selection(mode: Mode, report: &mut Report) {
     }
     let seconds = mode.pick(3u64, 10);
     let load = |url: String, body: Option<Value>| async move {
-        let client = reqwest::Client::new();
+        let client = system_tests::client();
         let count = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let tasks: Vec<_> = (0..32)
@@ -996,6 +999,10 @@ async fn main() {
     if wanted("waste") {
         println!("8 recovery waste");
         recovery_waste(mode, &mut report).await;
+    }
+    if wanted("object") {
+        println!("9 S3 -> S3");
+        object::s3_to_s3(mode, &mut report).await;
     }
     println!();
     println!(

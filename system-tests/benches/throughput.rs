@@ -25,7 +25,7 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
 }
 
 async fn relay(source: &str, sink: &str) -> u64 {
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let response = client.get(source).send().await.unwrap();
     let length = response.content_length();
     let stream = response
@@ -68,7 +68,7 @@ async fn main() {
         dir.path(),
     );
     let base = plane.base_url.clone();
-    reqwest::Client::new()
+    system_tests::client()
         .put(format!("{base}/datasets/src"))
         .json(&json!({"type": "HttpData", "baseUrl": source}))
         .send()

@@ -38,11 +38,7 @@ pub(crate) async fn members_with_revisions(
     plane: &Plane,
 ) -> Result<(Vec<Member>, Vec<(String, i64)>), ApiError> {
     let current = plane.live_members().await?;
-    let revisions = plane
-        .coordinator()
-        .config_revisions()
-        .await
-        .unwrap_or_default();
+    let revisions = plane.config_revisions().await.unwrap_or_default();
     Ok((current, revisions))
 }
 
@@ -65,7 +61,7 @@ pub(crate) async fn members(
 /// `GET /cluster/leader`: `{"leader": "<runtime name>", "term": n, "expiresAt": …}`, 404 when
 /// no replica leads right now.
 pub(crate) async fn leader(plane: Plane) -> ApiResult {
-    match plane.coordinator().leader().await? {
+    match plane.current_leader().await? {
         Some(leader) => Ok(HttpResponse::Ok().json(serde_json::json!({
             "leader": leader.leader,
             "term": leader.term,
@@ -90,19 +86,20 @@ pub(crate) struct BaselineChange {
 
 /// `GET /cluster/baseline`: state, version, members online/offline, replicas outside it.
 pub(crate) async fn baseline_show(plane: Plane) -> ApiResult {
-    Ok(HttpResponse::Ok().json(plane.baseline_view().await?))
+    Ok(HttpResponse::Ok().json(plane.baseline().view().await?))
 }
 
 /// `GET /cluster/baseline/version`.
 pub(crate) async fn baseline_version(plane: Plane) -> ApiResult {
-    let view = plane.baseline_view().await?;
+    let view = plane.baseline().view().await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({"version": view.version, "history": view.history})))
 }
 
 async fn change_baseline(plane: Plane, op: &str, body: web::Json<BaselineChange>) -> ApiResult {
     let view = plane
-        .change_baseline(op, &body.members, body.expected_version)
+        .baseline()
+        .change(op, &body.members, body.expected_version)
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -124,12 +121,12 @@ pub(crate) async fn baseline_remove(plane: Plane, body: web::Json<BaselineChange
 
 /// `POST /cluster/baseline/activate`.
 pub(crate) async fn baseline_activate(plane: Plane) -> ApiResult {
-    Ok(HttpResponse::Ok().json(plane.set_cluster_state(true).await?))
+    Ok(HttpResponse::Ok().json(plane.baseline().set_state(true).await?))
 }
 
 /// `POST /cluster/baseline/deactivate`.
 pub(crate) async fn baseline_deactivate(plane: Plane) -> ApiResult {
-    Ok(HttpResponse::Ok().json(plane.set_cluster_state(false).await?))
+    Ok(HttpResponse::Ok().json(plane.baseline().set_state(false).await?))
 }
 
 /// `PUT /cluster/baseline/auto-adjust`.
@@ -137,12 +134,12 @@ pub(crate) async fn baseline_auto_adjust(
     plane: Plane,
     body: web::Json<dataplane_manager::baseline::AutoAdjust>,
 ) -> ApiResult {
-    Ok(HttpResponse::Ok().json(plane.set_auto_adjust(body.into_inner()).await?))
+    Ok(HttpResponse::Ok().json(plane.baseline().set_auto_adjust(body.into_inner()).await?))
 }
 
 /// `GET /cluster/kv/{key}`.
 pub(crate) async fn kv_get(plane: Plane, key: web::Path<String>) -> ApiResult {
-    match plane.coordinator().kv_get(&key).await? {
+    match plane.kv().get(&key).await? {
         Some(mut entry) => {
             // Registry entries hold credentials: shown redacted, as in their own views.
             entry.value = redact_kv_value(&entry.key, entry.value);
@@ -213,8 +210,8 @@ pub(crate) async fn kv_put(
         validate_setting(&key, &body.value)?;
     }
     let entry = plane
-        .coordinator()
-        .kv_put(&key, &body.value, expected(body.expected_version)?, None)
+        .kv()
+        .put(&key, &body.value, expected(body.expected_version)?)
         .await?;
     Ok(HttpResponse::Ok().json(entry))
 }
@@ -233,8 +230,8 @@ pub(crate) async fn kv_delete(
 ) -> ApiResult {
     check_writable(&key)?;
     let event = plane
-        .coordinator()
-        .kv_delete(&key, expected(query.expected_version)?)
+        .kv()
+        .delete(&key, expected(query.expected_version)?)
         .await?;
     Ok(HttpResponse::Ok().json(event))
 }
@@ -261,7 +258,7 @@ pub(crate) async fn kv_list(
     if query.watch {
         return sse::kv(plane, &options, &req, query.prefix, query.from_revision).await;
     }
-    let (mut entries, revision) = plane.coordinator().kv_list(&query.prefix).await?;
+    let (mut entries, revision) = plane.kv().list(&query.prefix).await?;
     for entry in &mut entries {
         entry.value = redact_kv_value(&entry.key, std::mem::take(&mut entry.value));
     }
@@ -272,8 +269,6 @@ pub(crate) async fn kv_list(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use actix_web::http::StatusCode;
-    use actix_web::ResponseError;
 
     #[test]
     fn reserved_kv_keys() {
@@ -287,9 +282,12 @@ mod tests {
             "dpf/x",
         ] {
             let error = check_writable(key).unwrap_err();
-            assert_eq!(error.status_code(), StatusCode::FORBIDDEN, "{key}");
+            assert!(matches!(error, ApiError::Forbidden(_)), "{key}");
         }
         let unknown = check_writable("dpf/config/no.such").unwrap_err();
-        assert_eq!(unknown.status_code(), StatusCode::BAD_REQUEST);
+        assert!(matches!(
+            unknown,
+            ApiError::Plane(DataPlaneError::InvalidInput(_))
+        ));
     }
 }

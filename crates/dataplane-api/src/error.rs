@@ -50,6 +50,13 @@ impl From<DataPlaneError> for ApiError {
     }
 }
 
+/// The cluster services' failures take the data plane's mapping of them (today's wording).
+impl From<cluster::ClusterError> for ApiError {
+    fn from(error: cluster::ClusterError) -> Self {
+        Self::Plane(error.into())
+    }
+}
+
 /// Coordination (KV, leader) failures take the data plane's one mapping of them.
 impl From<CoordinationError> for ApiError {
     fn from(error: CoordinationError) -> Self {

@@ -2,7 +2,6 @@
 //! the per-replica budget of them (`dpf.api.max-watchers`): each stream holds a [`WatchSlot`]
 //! that is given back when the stream ends or the client goes away.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +9,9 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
+use cluster::kv::KvWatchItem;
+use dataplane_manager::registry::redact_kv_value;
 use dataplane_manager::DataPlaneError;
-use dataplane_spi::{CoordinationError, Member};
 use futures::{Stream, StreamExt};
 
 use crate::cluster::{member_json, members_with_revisions};
@@ -25,10 +25,8 @@ pub const DEFAULT_MAX_WATCHERS: usize = 64;
 const MEMBERS_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a KV watch looks for new events.
 const KV_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-/// How long an idle KV watch waits before it sends a keep-alive comment.
-const KV_KEEP_ALIVE: Duration = Duration::from_secs(1);
-/// Most KV events read per poll.
-const KV_BATCH: usize = 500;
+/// How long an idle watch waits before it sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// Settings of the API that are shared by every worker of one server: build one per process
 /// and hand clones to [`configure_with`](crate::configure_with).
@@ -116,31 +114,37 @@ where
         .streaming(stream)
 }
 
-type Known = BTreeMap<String, Member>;
-
-/// What changed from `known` to `fresh`: `join`, `update` (state changed), `leave` (left or
-/// lease expired; a new incarnation is a `leave` then a `join`).
-fn member_changes(known: &Known, fresh: &Known) -> Vec<Bytes> {
-    let mut events = Vec::new();
-    for (name, member) in fresh {
-        match known.get(name) {
-            None => events.push(frame("join", &member_json(member, &[]))),
-            Some(old) if old.incarnation != member.incarnation => {
-                events.push(frame("leave", &member_json(old, &[])));
-                events.push(frame("join", &member_json(member, &[])));
+/// `items` rendered into frames by `render` (`None`: nothing to send for that item), with a
+/// keep-alive comment whenever nothing was sent for [`KEEP_ALIVE`]. Ends with `items`; holds
+/// `slot` until then (or until the client goes away and the response is dropped). Dropping a
+/// pending `next()` at a keep-alive loses nothing: the cluster's streams keep their place.
+fn rendered<S, T>(
+    items: S,
+    slot: WatchSlot,
+    render: impl FnMut(T) -> Option<Bytes> + 'static,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static
+where
+    S: Stream<Item = T> + Send + 'static,
+{
+    let items = Box::pin(items);
+    futures::stream::unfold(
+        (items, slot, render),
+        |(mut items, slot, mut render)| async move {
+            // Counted from the last frame sent, not from the last item skipped.
+            let deadline = tokio::time::Instant::now() + KEEP_ALIVE;
+            loop {
+                match tokio::time::timeout_at(deadline, items.next()).await {
+                    Err(_) => return Some((Ok(keep_alive()), (items, slot, render))),
+                    Ok(None) => return None,
+                    Ok(Some(item)) => {
+                        if let Some(bytes) = render(item) {
+                            return Some((Ok(bytes), (items, slot, render)));
+                        }
+                    }
+                }
             }
-            Some(old) if old.state != member.state => {
-                events.push(frame("update", &member_json(member, &[])))
-            }
-            Some(_) => {}
-        }
-    }
-    for (name, member) in known {
-        if !fresh.contains_key(name) {
-            events.push(frame("leave", &member_json(member, &[])));
-        }
-    }
-    events
+        },
+    )
 }
 
 /// `GET /cluster/members?watch=true`: first one `join` per current member (the listing), then
@@ -149,35 +153,45 @@ fn member_changes(known: &Known, fresh: &Known) -> Vec<Bytes> {
 pub(crate) async fn members(plane: Plane, options: &crate::ApiOptions) -> ApiResult {
     let slot = options.watchers.take()?;
     let (current, revisions) = members_with_revisions(&plane).await?;
-    let plane = plane.get_ref().clone();
-    let initial: Vec<Bytes> = current
+    let initial: Vec<Result<Bytes, actix_web::Error>> = current
         .iter()
-        .map(|m| frame("join", &member_json(m, &revisions)))
+        .map(|m| Ok(frame("join", &member_json(m, &revisions))))
         .collect();
-    let known: Known = current
-        .into_iter()
-        .map(|m| (m.runtime_id.clone(), m))
-        .collect();
-    let snapshot = futures::stream::iter(initial.into_iter().map(Ok::<_, actix_web::Error>));
-    let changes =
-        futures::stream::unfold((plane, known, slot), |(plane, known, slot)| async move {
-            let now = loop {
-                tokio::time::sleep(MEMBERS_WATCH_INTERVAL).await;
-                // Nothing to compare while the store does not answer: try again.
-                if let Ok(now) = plane.live_members().await {
-                    break now;
-                }
-            };
-            let fresh: Known = now.into_iter().map(|m| (m.runtime_id.clone(), m)).collect();
-            let events = member_changes(&known, &fresh);
-            let chunk = if events.is_empty() {
-                keep_alive()
-            } else {
-                Bytes::from(events.concat())
-            };
-            Some((Ok(chunk), (plane, fresh, slot)))
-        });
-    Ok(event_stream(snapshot.chain(changes)))
+    let changes = plane.member_changes_after(MEMBERS_WATCH_INTERVAL, current);
+    let changes = rendered(changes, slot, |change| match change {
+        Ok(change) => Some(frame(change.event(), &member_json(change.member(), &[]))),
+        // Nothing to compare while the store does not answer: the stream tries again.
+        Err(error) => {
+            tracing::debug!(%error, "members watch: cannot list the members");
+            None
+        }
+    });
+    Ok(event_stream(futures::stream::iter(initial).chain(changes)))
+}
+
+/// One KV watch item as its frame: `id:` = revision, `event:` PUT or DELETE, the event as data
+/// (registry values redacted); `compacted` ends the stream; failures send nothing (the watch
+/// tries again).
+fn kv_frame(item: cluster::Result<KvWatchItem>) -> Option<Bytes> {
+    match item {
+        Ok(KvWatchItem::Event(mut event)) => {
+            // Registry entries hold credentials: shown redacted.
+            event.value = redact_kv_value(&event.key, std::mem::take(&mut event.value));
+            let data = serde_json::to_string(&event).unwrap_or_default();
+            Some(Bytes::from(format!(
+                "id: {}\nevent: {}\ndata: {data}\n\n",
+                event.revision,
+                event.kind.as_str()
+            )))
+        }
+        Ok(KvWatchItem::Compacted { compacted, .. }) => Some(Bytes::from(format!(
+            "event: compacted\ndata: {{\"compacted\":{compacted}}}\n\n"
+        ))),
+        Err(error) => {
+            tracing::debug!(%error, "KV watch: cannot read the events");
+            None
+        }
+    }
 }
 
 /// `GET /cluster/kv?watch=true&prefix=…`: server-sent events (`id:` = revision, `event:` PUT or
@@ -192,7 +206,7 @@ pub(crate) async fn kv(
     prefix: String,
     from_revision: Option<i64>,
 ) -> ApiResult {
-    let coordinator = plane.coordinator().clone();
+    let kv = plane.kv().clone();
     let last_event_id = req
         .headers()
         .get("last-event-id")
@@ -206,85 +220,21 @@ pub(crate) async fn kv(
         })
         .transpose()?;
     let from = match from_revision.or(last_event_id) {
-        Some(revision) if revision < 0 => {
-            return Err(DataPlaneError::InvalidInput(format!(
-                "fromRevision must be ≥ 0, got {revision}"
-            ))
-            .into())
-        }
         Some(revision) => revision,
-        None => coordinator.kv_list(&prefix).await?.1,
+        None => kv.list(&prefix).await?.1,
     };
-    // Refuse a compacted start before the stream begins, with a clear 4xx.
-    coordinator.kv_events(&prefix, from, 1).await?;
+    // Refuse a negative or compacted start before the stream begins, with a clear 4xx.
+    kv.check_watch_start(&prefix, from).await?;
     // Held by the stream: given back when it ends or the client goes away.
     let slot = options.watchers.take()?;
-    let stream = futures::stream::unfold(
-        (coordinator, from, false, slot),
-        move |(coordinator, after, done, slot)| {
-            let prefix = prefix.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let mut idle = Duration::ZERO;
-                loop {
-                    match coordinator.kv_events(&prefix, after, KV_BATCH).await {
-                        Ok(events) if events.is_empty() => {
-                            if idle >= KV_KEEP_ALIVE {
-                                return Some((Ok(keep_alive()), (coordinator, after, false, slot)));
-                            }
-                            tokio::time::sleep(KV_WATCH_INTERVAL).await;
-                            idle += KV_WATCH_INTERVAL;
-                        }
-                        Ok(events) => {
-                            let last = events.last().map_or(after, |e| e.revision);
-                            let mut body = String::new();
-                            for event in &events {
-                                // Registry entries hold credentials: shown redacted.
-                                let event = dataplane_spi::KvEvent {
-                                    value: dataplane_manager::registry::redact_kv_value(
-                                        &event.key,
-                                        event.value.clone(),
-                                    ),
-                                    ..event.clone()
-                                };
-                                let data = serde_json::to_string(&event).unwrap_or_default();
-                                body.push_str(&format!(
-                                    "id: {}\nevent: {}\ndata: {data}\n\n",
-                                    event.revision,
-                                    event.kind.as_str()
-                                ));
-                            }
-                            return Some((
-                                Ok::<_, actix_web::Error>(Bytes::from(body)),
-                                (coordinator, last, false, slot),
-                            ));
-                        }
-                        Err(CoordinationError::Compacted { compacted, .. }) => {
-                            let body = format!(
-                                "event: compacted\ndata: {{\"compacted\":{compacted}}}\n\n"
-                            );
-                            return Some((Ok(Bytes::from(body)), (coordinator, after, true, slot)));
-                        }
-                        Err(_) => {
-                            tokio::time::sleep(KV_WATCH_INTERVAL).await;
-                            idle += KV_WATCH_INTERVAL;
-                        }
-                    }
-                }
-            }
-        },
-    );
-    Ok(event_stream(stream))
+    let events = kv.watch(prefix, from, KV_WATCH_INTERVAL);
+    Ok(event_stream(rendered(events, slot, kv_frame)))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use actix_web::http::StatusCode;
-    use actix_web::ResponseError;
 
     #[test]
     fn watch_slots_are_counted_and_given_back() {
@@ -292,7 +242,7 @@ mod tests {
         let a = options.watchers.take().unwrap();
         let b = options.watchers.take().unwrap();
         let refused = options.watchers.take().unwrap_err();
-        assert_eq!(refused.status_code(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(matches!(refused, ApiError::TooManyWatchers(_)));
         assert_eq!(options.open_watchers(), 2);
         drop(a);
         assert_eq!(options.open_watchers(), 1);

@@ -35,6 +35,7 @@ fn plane() -> Arc<DataPlane> {
         callbacks,
         DataPlaneConfig::new("r0", "http://localhost:8080"),
     )
+    .0
 }
 
 /// Sends one request with `key` (if any) and returns the status and the JSON body (`Null` when

@@ -98,7 +98,7 @@ async fn measure(flows: usize, seconds: u64) -> (f64, f64) {
         .build();
     let control_planes = Arc::new(ControlPlaneRegistry::new());
     let config = DataPlaneConfig::new("bench-replica", "http://127.0.0.1:1/api/v1");
-    let plane = DataPlane::new(
+    let (plane, services) = DataPlane::new(
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         transfers,
@@ -107,7 +107,7 @@ async fn measure(flows: usize, seconds: u64) -> (f64, f64) {
         CallbackDispatcher::new(control_planes, 1, Duration::from_millis(10)),
         config,
     );
-    let handle = plane.run().await.unwrap();
+    let handle = plane.run(services).await.unwrap();
     // Wait until every flow is claimed and running here.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -1,6 +1,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cluster::live_config::LiveDefaults;
+use cluster::ClusterOptions;
+
+/// How often the leader purges finished flows past retention and compacts the event log.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Settings of one data-plane replica (see `docs/configuration.md` for the keys).
 #[derive(Debug, Clone)]
 pub struct DataPlaneConfig {
@@ -29,7 +35,7 @@ pub struct DataPlaneConfig {
     /// file per flow, named by the flow id).
     pub consumer_destination_dir: PathBuf,
     /// How often running transfers record checkpoints.
-    pub checkpoints: crate::pipeline::CheckpointPolicy,
+    pub checkpoints: crate::runner::pipeline::CheckpointPolicy,
     /// Transfers this replica runs at once (0 = unlimited); overridden live by the cluster's
     /// `dpf/config/dataplane.max-concurrent-flows`.
     pub max_concurrent_flows: u64,
@@ -67,7 +73,7 @@ impl DataPlaneConfig {
             retry_backoff: Duration::from_millis(500),
             stop_wait: Duration::from_secs(10),
             consumer_destination_dir: PathBuf::from("received"),
-            checkpoints: crate::pipeline::CheckpointPolicy::default(),
+            checkpoints: crate::runner::pipeline::CheckpointPolicy::default(),
             max_concurrent_flows: 0,
             retention: Duration::from_secs(7 * 24 * 3600),
             initial_baseline: None,
@@ -81,5 +87,32 @@ impl DataPlaneConfig {
     /// The lease in milliseconds, as the store wants it.
     pub fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The one mapping of this configuration to the cluster services' options and to the
+    /// defaults of the live settings: the baseline and the cluster settings are read every
+    /// claim interval, the leader's housekeeping runs every minute, and the live settings
+    /// start from `max_concurrent_flows`, `checkpoints` and `claim_batch`.
+    pub fn cluster_settings(&self) -> (ClusterOptions, LiveDefaults) {
+        let options = ClusterOptions {
+            runtime_id: self.runtime_id.clone(),
+            incarnation: self.incarnation.clone(),
+            public_base_url: self.public_base_url.clone(),
+            lease: self.lease,
+            renew_interval: self.renew_interval,
+            topology_interval: self.claim_interval.max(Duration::from_millis(1)),
+            housekeeping_interval: HOUSEKEEPING_INTERVAL,
+            retention: self.retention,
+            initial_baseline: self.initial_baseline.clone(),
+            min_live: self.min_live,
+            data_dir: self.data_dir.clone(),
+        };
+        let defaults = LiveDefaults {
+            max_concurrent_flows: self.max_concurrent_flows,
+            checkpoint_bytes: self.checkpoints.bytes,
+            checkpoint_interval: self.checkpoints.interval,
+            batch_size: self.claim_batch,
+        };
+        (options, defaults)
     }
 }

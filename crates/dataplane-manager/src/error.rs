@@ -1,3 +1,4 @@
+use cluster::ClusterError;
 use dataplane_spi::{CoordinationError, StoreError};
 
 /// Failures of data-plane operations. Each variant is one kind of failure with a stable
@@ -130,6 +131,26 @@ impl From<CoordinationError> for DataPlaneError {
     }
 }
 
+/// The cluster services' failures, with the wording the API has always shown: a name in use or
+/// a replica of another cluster is a conflict, an INACTIVE cluster is unavailable (naming the
+/// missing baseline members).
+impl From<ClusterError> for DataPlaneError {
+    fn from(error: ClusterError) -> Self {
+        match error {
+            ClusterError::NameInUse(message)
+            | ClusterError::IdentityMismatch(message)
+            | ClusterError::Conflict(message) => Self::Conflict(message),
+            ClusterError::Inactive { missing } => {
+                Self::Unavailable(cluster::baseline::inactive_message(&missing))
+            }
+            ClusterError::InvalidInput(message) => Self::InvalidInput(message),
+            ClusterError::NotFound(message) => Self::NotFound(message),
+            ClusterError::Unavailable(message) => Self::Unavailable(message),
+            ClusterError::Internal(message) => Self::Internal(message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +177,25 @@ mod tests {
         assert_eq!(
             DataPlaneError::not_found(Entity::Dataset, "ds1").to_string(),
             "dataset 'ds1' not found"
+        );
+    }
+
+    #[test]
+    fn cluster_errors_keep_their_wording() {
+        let inactive = ClusterError::Inactive {
+            missing: vec!["r1".into(), "r2".into()],
+        };
+        assert_eq!(
+            DataPlaneError::from(inactive),
+            DataPlaneError::Unavailable(
+                "the cluster is INACTIVE until every baseline member is online; missing: r1, r2"
+                    .into()
+            )
+        );
+        let taken = ClusterError::NameInUse("r1 is live".into());
+        assert_eq!(
+            DataPlaneError::from(taken),
+            DataPlaneError::Conflict("r1 is live".into())
         );
     }
 }

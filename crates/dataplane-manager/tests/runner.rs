@@ -5,193 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a test suite
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use async_trait::async_trait;
-use dataplane_manager::{
-    CallbackDispatcher, ControlPlaneRegistry, DataPlane, DataPlaneConfig, DataPlaneError,
-    DataPlaneHandle, DatasetRegistry,
-};
-use dataplane_spi::{
-    Coordinator, DataAddress, DataFlowMessage, DataFlowState, DataFlowStore, DataSink,
-    DataSinkFactory, DataSource, DataSourceFactory, ResourceAddress, Session, SourceStream,
-    TransferError, TransferRegistry, HTTP_PUSH,
-};
-use dataplane_store_memory::MemoryStore;
-use futures::StreamExt;
+use dataplane_manager::{DataPlaneError, DataPlaneHandle};
+use dataplane_spi::{Coordinator, DataFlowState, DataFlowStore, Session};
+use test_utils::fakes::FakeSource;
 
-/// How a [`TestSource`] behaves.
-#[derive(Debug, Clone, Copy)]
-enum Behaviour {
-    /// Yields a few bytes and ends.
-    Tiny,
-    /// Never yields: the transfer runs until it is stopped.
-    Stall,
-    /// Fails to open with a transient error, every time.
-    Flaky,
-    /// One byte every 100 ms, forever.
-    Trickle,
-}
-
-/// A source of type `Test` whose behaviour is chosen by the test, recording when it was opened
-/// (tokio time, so paused tests see advanced time).
-#[derive(Debug, Clone)]
-struct TestSource {
-    behaviour: Behaviour,
-    opened: Arc<Mutex<Vec<tokio::time::Instant>>>,
-}
-
-impl TestSource {
-    fn new(behaviour: Behaviour) -> Self {
-        Self {
-            behaviour,
-            opened: Arc::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl DataSource for TestSource {
-    async fn open(&self, offset: u64) -> Result<SourceStream, TransferError> {
-        self.opened
-            .lock()
-            .unwrap()
-            .push(tokio::time::Instant::now());
-        let stream: dataplane_spi::ByteStream = match self.behaviour {
-            Behaviour::Tiny => Box::pin(futures::stream::iter([Ok(bytes::Bytes::from_static(
-                b"tiny",
-            ))])),
-            Behaviour::Stall => Box::pin(futures::stream::pending()),
-            Behaviour::Flaky => {
-                return Err(TransferError::Transient("the source is down".into()));
-            }
-            Behaviour::Trickle => Box::pin(futures::stream::unfold((), |()| async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Some((Ok(bytes::Bytes::from_static(b"x")), ()))
-            })),
-        };
-        Ok(SourceStream {
-            stream,
-            size: None,
-            content_type: None,
-            offset,
-        })
-    }
-}
-
-impl DataSourceFactory for TestSource {
-    fn type_name(&self) -> &str {
-        "Test"
-    }
-    fn create(&self, _address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError> {
-        Ok(Box::new(self.clone()))
-    }
-}
-
-/// A sink for every HTTP push address: takes the bytes (counting them) and acknowledges at
-/// once.
-#[derive(Debug, Clone, Default)]
-struct Drain {
-    received: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl DataSink for Drain {
-    async fn write(&self, mut input: SourceStream) -> Result<u64, TransferError> {
-        let mut bytes = 0;
-        while let Some(chunk) = input.stream.next().await {
-            let len = chunk?.len() as u64;
-            self.received.fetch_add(len, Ordering::Relaxed);
-            bytes += len;
-        }
-        Ok(bytes)
-    }
-}
-
-impl DataSinkFactory for Drain {
-    fn type_name(&self) -> &str {
-        "HttpData"
-    }
-    fn create(&self, _address: &ResourceAddress) -> Result<Box<dyn DataSink>, TransferError> {
-        Ok(Box::new(self.clone()))
-    }
-}
-
-struct Replica {
-    plane: Arc<DataPlane>,
-    store: MemoryStore,
-    source: TestSource,
-    sink: Drain,
-    config: DataPlaneConfig,
-}
-
-async fn replica(behaviour: Behaviour, configure: impl FnOnce(&mut DataPlaneConfig)) -> Replica {
-    let store = MemoryStore::new();
-    let source = TestSource::new(behaviour);
-    let sink = Drain::default();
-    let transfers = TransferRegistry::builder()
-        .source(Arc::new(source.clone()))
-        .and_then(|b| b.sink(Arc::new(sink.clone())))
-        .unwrap()
-        .build();
-    let mut config = DataPlaneConfig::new("r1", "http://127.0.0.1:1/api/v1");
-    configure(&mut config);
-    let control_planes = Arc::new(ControlPlaneRegistry::new());
-    let plane = DataPlane::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        transfers,
-        Arc::new(DatasetRegistry::new()),
-        control_planes.clone(),
-        CallbackDispatcher::new(control_planes, 1, Duration::from_millis(10)),
-        config.clone(),
-    );
-    plane
-        .datasets()
-        .put("data", ResourceAddress::new("Test"), &plane.known_types())
-        .await
-        .unwrap();
-    Replica {
-        plane,
-        store,
-        source,
-        sink,
-        config,
-    }
-}
-
-fn push(process_id: &str) -> DataFlowMessage {
-    serde_json::from_value(serde_json::json!({
-        "messageId": format!("m-{process_id}"),
-        "participantId": "provider",
-        "counterPartyId": "consumer",
-        "dataspaceContext": "test",
-        "processId": process_id,
-        "agreementId": "agreement",
-        "datasetId": "data",
-        "profile": HTTP_PUSH,
-        "claims": {},
-        "dataAddress": DataAddress::http(HTTP_PUSH, "http://sink.test/upload", None),
-    }))
-    .unwrap()
-}
-
-async fn all_flows(store: &MemoryStore) -> Vec<dataplane_spi::DataFlow> {
-    store.list(&[], usize::MAX).await.unwrap()
-}
-
-/// Waits (on whatever clock the test runs) until `done`, at most `limit` polls of 1 ms.
-async fn until(limit: usize, mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..limit {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    done()
-}
+use common::{all_flows, push, replica, stalling, until};
 
 /// Acceptance: a replica that ran 100 000 tiny provider pushes holds no per-flow entry for any
 /// of them afterwards. `RUNNER_FLOWS` overrides the count.
@@ -202,8 +24,8 @@ async fn a_replica_that_ran_many_flows_holds_no_entry_for_them() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     const WAVE: usize = 500;
-    let r = replica(Behaviour::Tiny, |_| {}).await;
-    let handle: DataPlaneHandle = r.plane.run().await.unwrap();
+    let r = replica(FakeSource::new(b"tiny".to_vec()), |_| {}).await;
+    let handle: DataPlaneHandle = r.run().await.unwrap();
     // Finished flows are purged as the leader does it, so that the in-memory store (which scans
     // its flows on every create) stays small; the runner is what is measured.
     let session = Session {
@@ -247,7 +69,7 @@ async fn a_replica_that_ran_many_flows_holds_no_entry_for_them() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_request_changes_nothing() {
-    let r = replica(Behaviour::Stall, |_| {}).await;
+    let r = replica(stalling(), |_| {}).await;
     r.plane.start(push("first")).await.unwrap();
     let before = all_flows(&r.store).await;
     assert_eq!(r.plane.runner_len(), 1);
@@ -293,7 +115,7 @@ async fn a_refused_request_changes_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_replica_leaves_new_flows_unowned() {
-    let r = replica(Behaviour::Stall, |c| c.max_concurrent_flows = 2).await;
+    let r = replica(stalling(), |c| c.max_concurrent_flows = 2).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         let outcome = r.plane.start(push(&format!("p{i}"))).await.unwrap();
@@ -315,7 +137,7 @@ async fn a_full_replica_leaves_new_flows_unowned() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_are_spaced_by_the_configured_backoff() {
-    let r = replica(Behaviour::Flaky, |c| {
+    let r = replica(FakeSource::new(b"never".to_vec()).flaky(u32::MAX), |c| {
         c.retry_limit = 5;
         c.retry_backoff = Duration::from_secs(10);
         // Long enough that the paused clock, advanced by the backoff, never outruns it.
@@ -323,7 +145,7 @@ async fn retries_are_spaced_by_the_configured_backoff() {
         c.renew_interval = Duration::from_secs(60);
     })
     .await;
-    let handle = r.plane.run().await.unwrap();
+    let handle = r.run().await.unwrap();
     let id = r
         .plane
         .start(push("flaky"))
@@ -343,7 +165,7 @@ async fn retries_are_spaced_by_the_configured_backoff() {
     assert!(terminated
         .error_detail
         .as_deref()
-        .is_some_and(|e| e.contains("the source is down")));
+        .is_some_and(|e| e.contains("injected: open failed")));
     let opened = r.source.opened.lock().unwrap().clone();
     assert_eq!(opened.len(), 5, "retry.limit attempts");
     for (i, pair) in opened.windows(2).enumerate() {
@@ -367,7 +189,7 @@ async fn retries_are_spaced_by_the_configured_backoff() {
 /// suspended, back on resume, gone when it completes.
 #[tokio::test(start_paused = true)]
 async fn suspend_and_resume_free_and_take_the_entry() {
-    let r = replica(Behaviour::Stall, |_| {}).await;
+    let r = replica(stalling(), |_| {}).await;
     let id = r.plane.start(push("p")).await.unwrap().message.data_flow_id;
     assert_eq!(r.plane.runner_len(), 1);
     r.plane.suspend(&id, None).await.unwrap();
@@ -380,18 +202,24 @@ async fn suspend_and_resume_free_and_take_the_entry() {
 
 #[tokio::test(start_paused = true)]
 async fn an_owner_whose_lease_expires_fences_itself() {
-    let r = replica(Behaviour::Trickle, |c| {
-        c.lease = Duration::from_secs(2);
-        // The renewal never comes in time: as if the replica had been paused past its lease.
-        c.renew_interval = Duration::from_secs(3600);
-    })
+    let r = replica(
+        // One byte every 100 ms, for longer than any test runs.
+        FakeSource::new(vec![b'x'; 1 << 20])
+            .chunk_size(1)
+            .delay_per_chunk(Duration::from_millis(100)),
+        |c| {
+            c.lease = Duration::from_secs(2);
+            // The renewal never comes in time: as if the replica had been paused past its lease.
+            c.renew_interval = Duration::from_secs(3600);
+        },
+    )
     .await;
-    let handle = r.plane.run().await.unwrap();
+    let handle = r.run().await.unwrap();
     let id = r.plane.start(push("p")).await.unwrap().message.data_flow_id;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(r.plane.lease_valid());
     assert_eq!(r.plane.runner_len(), 1);
-    let flowing = r.sink.received.load(Ordering::Relaxed);
+    let flowing = r.sink.received().len();
     assert!(
         flowing > 0,
         "no byte reached the sink while the lease was valid"
@@ -400,14 +228,14 @@ async fn an_owner_whose_lease_expires_fences_itself() {
     // 90 % of the lease after joining, the replica stops writing and drops the transfer.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(!r.plane.lease_valid());
-    let fenced = r.sink.received.load(Ordering::Relaxed);
+    let fenced = r.sink.received().len();
     assert!(
         fenced <= 18,
         "{fenced} bytes: written past 90 % of the lease"
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        r.sink.received.load(Ordering::Relaxed),
+        r.sink.received().len(),
         fenced,
         "bytes written after the lease ran out"
     );

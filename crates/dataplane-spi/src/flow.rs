@@ -183,6 +183,11 @@ pub struct Checkpoint {
     /// Opaque source position for sources that are not byte streams (e.g. a last event id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// Opaque state of the sink at this position (e.g. a multipart upload's id and the parts
+    /// the object store acknowledged), handed back to the sink before it resumes
+    /// ([`DataSink::restore_state`](crate::DataSink::restore_state)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
 }
 
 /// A data flow as stored.

@@ -133,6 +133,44 @@ pub trait DataSink: Send + Sync + Debug {
     async fn first_point(&self) -> Result<Option<u64>, TransferError> {
         self.resume_point(0).await
     }
+
+    /// Hands the sink the state it reported with the flow's last checkpoint
+    /// ([`DataSink::state`]), before [`DataSink::resume_point`] is asked: a multipart upload
+    /// continues the same upload from the next part. The default ignores it.
+    ///
+    /// # Errors
+    /// [`TransferError`] when the state is unusable (the transfer then fails or restarts).
+    fn restore_state(&self, state: &str) -> Result<(), TransferError> {
+        let _ = state;
+        Ok(())
+    }
+
+    /// The sink's state to record with the next checkpoint, taken right after a
+    /// [`DataSink::write`] returned (e.g. an upload id and the acknowledged parts). `None`
+    /// (the default) for sinks whose destination itself tells where to continue.
+    fn state(&self) -> Option<String> {
+        None
+    }
+
+    /// Called once after the last [`DataSink::write`] of a transfer, with the position reached:
+    /// a sink that stages data (a multipart upload) commits it here. The default does nothing.
+    ///
+    /// # Errors
+    /// [`TransferError`]; transient ones are retried by the caller (from the last checkpoint).
+    async fn finish(&self, position: u64) -> Result<(), TransferError> {
+        let _ = position;
+        Ok(())
+    }
+
+    /// Discards what an unfinished transfer staged at the destination (an incomplete multipart
+    /// upload), when the flow ends without completing (terminated, failed for good). The
+    /// default does nothing.
+    ///
+    /// # Errors
+    /// [`TransferError`] when the destination could not be asked.
+    async fn abort(&self) -> Result<(), TransferError> {
+        Ok(())
+    }
 }
 
 /// Creates sources for one address type.

@@ -10,19 +10,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::StoreUrl;
+mod error;
+mod migrate;
 
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-
-/// Advisory lock key serialising migrations of replicas starting at once on PostgreSQL.
-const MIGRATION_LOCK_KEY: i64 = 0x0064_7066_6d69_6772; // "dpfmigr"
+pub(crate) use error::{pool_error, DbError, Kind};
 
 /// Which SQL dialect a statement is expanded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,154 +138,6 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Customizer {
         conn.set_instrumentation(StatementCounter(self.counter.clone()));
         Ok(())
     }
-}
-
-/// Failures inside this crate, converted to each SPI's error type at the edge.
-#[derive(Debug)]
-pub(crate) enum DbError {
-    Diesel(DieselError),
-    Pool(String),
-    Join(String),
-    Store(dataplane_spi::StoreError),
-    Selector(selector_spi::SelectorError),
-    Coordination(dataplane_spi::CoordinationError),
-}
-
-impl From<dataplane_spi::CoordinationError> for DbError {
-    fn from(error: dataplane_spi::CoordinationError) -> Self {
-        Self::Coordination(error)
-    }
-}
-
-impl From<DbError> for dataplane_spi::CoordinationError {
-    fn from(error: DbError) -> Self {
-        use dataplane_spi::CoordinationError;
-        if let DbError::Coordination(error) = error {
-            return error;
-        }
-        match error.kind() {
-            Kind::UniqueViolation(detail) => CoordinationError::Conflict {
-                key: String::new(),
-                expected: "no concurrent writer".into(),
-                actual: detail,
-            },
-            Kind::NotFound => CoordinationError::Internal("unexpected missing row".into()),
-            Kind::Unavailable(message) => CoordinationError::Unavailable(message),
-            Kind::Internal(message) => CoordinationError::Internal(message),
-        }
-    }
-}
-
-impl From<DieselError> for DbError {
-    fn from(error: DieselError) -> Self {
-        Self::Diesel(error)
-    }
-}
-
-impl From<dataplane_spi::StoreError> for DbError {
-    fn from(error: dataplane_spi::StoreError) -> Self {
-        Self::Store(error)
-    }
-}
-
-impl From<selector_spi::SelectorError> for DbError {
-    fn from(error: selector_spi::SelectorError) -> Self {
-        Self::Selector(error)
-    }
-}
-
-/// What kind of failure a backend error is, independent of the SPI.
-pub(crate) enum Kind {
-    UniqueViolation(String),
-    NotFound,
-    Unavailable(String),
-    Internal(String),
-}
-
-impl DbError {
-    pub(crate) fn kind(&self) -> Kind {
-        match self {
-            Self::Diesel(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
-                Kind::UniqueViolation(format!(
-                    "{} {}",
-                    info.message(),
-                    info.constraint_name().unwrap_or_default()
-                ))
-            }
-            Self::Diesel(DieselError::NotFound) => Kind::NotFound,
-            Self::Diesel(DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
-                info,
-            )) => Kind::Unavailable(info.message().to_owned()),
-            Self::Diesel(DieselError::DatabaseError(_, info))
-                if is_transient_message(info.message()) =>
-            {
-                Kind::Unavailable(info.message().to_owned())
-            }
-            Self::Diesel(error) => Kind::Internal(error.to_string()),
-            Self::Pool(message) => Kind::Unavailable(message.clone()),
-            Self::Join(message) => Kind::Internal(message.clone()),
-            Self::Store(error) => Kind::Internal(error.to_string()),
-            Self::Selector(error) => Kind::Internal(error.to_string()),
-            Self::Coordination(error) => Kind::Internal(error.to_string()),
-        }
-    }
-}
-
-fn is_transient_message(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    [
-        "database is locked",
-        "busy",
-        "connection",
-        "terminating",
-        "shutdown",
-        "timeout",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
-}
-
-impl From<DbError> for dataplane_spi::StoreError {
-    fn from(error: DbError) -> Self {
-        use dataplane_spi::StoreError;
-        if let DbError::Store(error) = error {
-            return error;
-        }
-        match error.kind() {
-            Kind::UniqueViolation(detail) => StoreError::AlreadyExists {
-                entity: "row",
-                id: detail,
-            },
-            Kind::NotFound => StoreError::NotFound {
-                entity: "row",
-                id: String::new(),
-            },
-            Kind::Unavailable(message) => StoreError::Unavailable(message),
-            Kind::Internal(message) => StoreError::Internal(message),
-        }
-    }
-}
-
-impl From<DbError> for selector_spi::SelectorError {
-    fn from(error: DbError) -> Self {
-        use selector_spi::SelectorError;
-        if let DbError::Selector(error) = error {
-            return error;
-        }
-        match error.kind() {
-            Kind::UniqueViolation(detail) => {
-                SelectorError::Internal(format!("unexpected duplicate: {detail}"))
-            }
-            Kind::NotFound => SelectorError::Internal("unexpected missing row".into()),
-            Kind::Unavailable(message) => SelectorError::Unavailable(message),
-            Kind::Internal(message) => SelectorError::Internal(message),
-        }
-    }
-}
-
-pub(crate) fn pool_error(error: impl fmt::Display) -> DbError {
-    DbError::Pool(format!("cannot get a database connection: {error}"))
 }
 
 /// Runs `$body` with `$conn` bound to a pooled connection of the right backend and `$backend`
@@ -454,105 +302,6 @@ impl SqlStore {
         Ok(store)
     }
 
-    /// Replaces the raw per-flow tokens that versions before token digests kept in flow
-    /// metadata (`"token"`) by their SHA-256 digests (`dataplane_spi::secrets`), so that no
-    /// store holds a usable token; the tokens keep working. Runs at every open; a store without
-    /// such flows costs one full scan of `metadata LIKE '%"token"%'`. On SQLite the
-    /// rewrite runs with `secure_delete` and is followed by a truncating checkpoint, so the old
-    /// bytes stay neither in free pages nor in the write-ahead log.
-    fn hash_legacy_tokens_blocking(&self) -> Result<usize, DbError> {
-        use diesel::sql_types::Text;
-        #[derive(diesel::QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Text)]
-            id: String,
-            #[diesel(sql_type = Text)]
-            metadata: String,
-        }
-        with_conn!(&self.pools, |conn, backend| {
-            let rows: Vec<Row> = diesel::sql_query(
-                backend.sql("SELECT id, metadata FROM data_flows WHERE metadata LIKE ?"),
-            )
-            .bind::<Text, _>("%\"token\"%")
-            .load(conn)?;
-            let mut rewritten = 0;
-            for row in rows {
-                let Ok(mut metadata) = serde_json::from_str::<serde_json::Value>(&row.metadata)
-                else {
-                    continue;
-                };
-                if !dataplane_spi::secrets::hash_legacy_token(&mut metadata) {
-                    continue;
-                }
-                if backend == Backend::Sqlite && rewritten == 0 {
-                    diesel::sql_query("PRAGMA secure_delete = ON").execute(conn)?;
-                }
-                rewritten += diesel::sql_query(
-                    backend.sql("UPDATE data_flows SET metadata = ? WHERE id = ? AND metadata = ?"),
-                )
-                .bind::<Text, _>(metadata.to_string())
-                .bind::<Text, _>(&row.id)
-                .bind::<Text, _>(&row.metadata)
-                .execute(conn)?;
-            }
-            if backend == Backend::Sqlite && rewritten > 0 {
-                // The old pages may still be frames of the write-ahead log: move everything
-                // into the database (overwritten there, secure_delete) and empty the log.
-                // Best effort: another process reading at this moment keeps its frames.
-                conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
-            }
-            Ok(rewritten)
-        })
-    }
-
-    fn migrate_blocking(&self) -> dataplane_spi::StoreResult<Vec<String>> {
-        use dataplane_spi::StoreError;
-        let applied: Result<Vec<String>, DbError> = match &self.pools {
-            Pools::Sqlite(pool) => {
-                let mut pooled = pool.get().map_err(pool_error)?;
-                let conn: &mut SqliteConnection = &mut pooled;
-                // One process migrates at a time (several replicas may share the file): the
-                // write lock is taken first, so a latecomer waits and then finds nothing to do.
-                conn.immediate_transaction(|conn| {
-                    conn.run_pending_migrations(SQLITE_MIGRATIONS)
-                        .map(|v| v.iter().map(ToString::to_string).collect())
-                        .map_err(|e| DbError::Pool(format!("SQLite migration failed: {e}")))
-                })
-            }
-            Pools::Postgres(pool) => {
-                let mut conn: PooledConnection<ConnectionManager<PgConnection>> =
-                    pool.get().map_err(pool_error)?;
-                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-                    .execute(&mut conn)
-                    .map_err(DbError::from)?;
-                let result = conn
-                    .run_pending_migrations(POSTGRES_MIGRATIONS)
-                    .map(|v| v.iter().map(ToString::to_string).collect())
-                    .map_err(|e| DbError::Pool(format!("PostgreSQL migration failed: {e}")));
-                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
-                    .execute(&mut conn)
-                    .map_err(DbError::from)?;
-                result
-            }
-        };
-        let applied = applied.map_err(StoreError::from)?;
-        if !applied.is_empty() {
-            tracing::info!(store = %self.description, migrations = ?applied, "applied migrations");
-        }
-        Ok(applied)
-    }
-
-    /// Applies pending migrations (also done by [`SqlStore::open`]); returns their versions.
-    ///
-    /// # Errors
-    /// When a migration fails or the database is unreachable.
-    pub async fn migrate(&self) -> dataplane_spi::StoreResult<Vec<String>> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.migrate_blocking())
-            .await
-            .map_err(|e| dataplane_spi::StoreError::Internal(e.to_string()))?
-    }
-
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -668,19 +417,4 @@ pub(crate) fn state_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Backend;
-
-    #[test]
-    fn expands_placeholders_and_tokens_per_backend() {
-        let template = "UPDATE t SET a = ?, b = {now} WHERE c = '?' AND d = ? {skip_locked}";
-        assert_eq!(
-            Backend::Postgres.sql(template),
-            "UPDATE t SET a = $1, b = CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT) WHERE c = '?' AND d = $2 FOR UPDATE SKIP LOCKED"
-        );
-        assert_eq!(
-            Backend::Sqlite.sql(template),
-            "UPDATE t SET a = ?, b = CAST(unixepoch('subsec') * 1000000 AS INTEGER) WHERE c = '?' AND d = ? "
-        );
-    }
-}
+mod tests;

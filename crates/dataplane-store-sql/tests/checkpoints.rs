@@ -83,6 +83,7 @@ async fn check(store: Arc<dyn DataFlowStore>, ops: Vec<Op>) {
                         &FlowUpdate::checkpoint(Checkpoint {
                             bytes,
                             cursor: Some(format!("c{bytes}")),
+                            sink: None,
                         }),
                     )
                     .await;

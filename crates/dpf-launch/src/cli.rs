@@ -8,9 +8,10 @@ use dpf_config::Config;
 /// Key prefixes shown by `--dump-config`.
 pub const DUMP_PREFIXES: &[&str] = &["web.", "dpf.", "edc."];
 
-/// The command line of every launcher.
+/// The command line of every launcher. `--version` prints `dpf <version>` (the workspace's
+/// version, shared by every launcher); usage lines name the binary that runs.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "dpf", version)]
 pub struct Cli {
     /// A Java .properties file with configuration keys.
     #[arg(long, value_name = "FILE")]

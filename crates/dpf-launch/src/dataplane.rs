@@ -8,7 +8,8 @@ use std::time::Duration;
 use address_policy::AddressPolicy;
 use anyhow::Context;
 use dataplane_manager::{
-    CallbackDispatcher, ControlPlaneRegistry, DataPlane, DataPlaneConfig, DatasetRegistry,
+    CallbackDispatcher, ControlPlaneRegistry, DataPlane, DataPlaneConfig, DataPlaneServices,
+    DatasetRegistry,
 };
 use dataplane_spi::{DataFlowStore, TransferRegistry};
 use dataplane_store_sql::{StoreUrl, DEFAULT_STORE_URL};
@@ -43,14 +44,18 @@ pub const DATA_PLANE_DEFAULTS: &[(&str, &str)] = &[
     ("dpf.http.insecure", "false"),
     ("dpf.checkpoint.bytes", "67108864"),
     ("dpf.checkpoint.interval", "5000"),
+    ("dpf.object.part-size", "16777216"),
+    ("dpf.object.parts-in-flight", "2"),
+    ("dpf.object.read-parallelism", "4"),
     ("dpf.api.auth.disabled", "false"),
     ("dpf.api.max-watchers", "64"),
     ("dpf.log.level", "info"),
     ("dpf.log.format", "text"),
 ];
 
-/// Builds a data plane from configuration over `store`. `public_base_url` is where this
-/// replica's `/api/v1` is reachable (`dpf.public.url`, else derived from the bound address).
+/// Builds a data plane from configuration over `store`, and its cluster services (started by
+/// [`DataPlane::run`]). `public_base_url` is where this replica's `/api/v1` is reachable
+/// (`dpf.public.url`, else derived from the bound address).
 ///
 /// # Errors
 /// Invalid values, incomplete datasets or control planes.
@@ -59,7 +64,7 @@ pub fn build_data_plane(
     store: Arc<dyn DataFlowStore>,
     coordinator: Arc<dyn dataplane_spi::Coordinator>,
     public_base_url: &str,
-) -> anyhow::Result<Arc<DataPlane>> {
+) -> anyhow::Result<(Arc<DataPlane>, DataPlaneServices)> {
     let millis = |key: &str, default: u64| -> anyhow::Result<Duration> {
         Ok(Duration::from_millis(config.parse_or(key, default)?))
     };
@@ -114,6 +119,21 @@ pub fn build_data_plane(
 
     let policy = settings.address_policy.clone();
     let transfer_client = outbound_client(config, &policy, transfer_http::transfer_settings)?;
+    // AmazonS3 and AzureStorage (docs/object-storage.md).
+    let object_options = transfer_object::ObjectOptions {
+        part_size: config.parse_or("dpf.object.part-size", transfer_object::DEFAULT_PART_SIZE)?,
+        parts_in_flight: config.parse_or(
+            "dpf.object.parts-in-flight",
+            transfer_object::DEFAULT_PARTS_IN_FLIGHT,
+        )?,
+        read_parallelism: config.parse_or(
+            "dpf.object.read-parallelism",
+            transfer_object::DEFAULT_READ_PARALLELISM,
+        )?,
+        ..transfer_object::ObjectOptions::default()
+    }
+    .validated()
+    .map_err(anyhow::Error::msg)?;
     let transfers = TransferRegistry::builder()
         .source(Arc::new(transfer_fs::FileSourceFactory::with_policy(
             policy.clone(),
@@ -134,6 +154,7 @@ pub fn build_data_plane(
                 transfer_http::HttpSinkFactory::new(transfer_client).with_policy(policy.clone()),
             ))
         })
+        .and_then(|b| transfer_object::register(b, &policy, object_options))
         .map_err(anyhow::Error::msg)?
         .build();
     let mut known = transfers.source_types();

@@ -199,8 +199,15 @@ pub fn seed_registrations(config: &Config) -> anyhow::Result<Vec<DataPlaneRegist
 const REFERENCE: &str = include_str!("../../../docs/configuration.md");
 
 /// Variables of the `dpf.` namespace that are not launcher settings but may well be in a
-/// launcher's environment: `dpfctl`'s (`DPF_API_KEY`, `DPF_DATAPLANE_URL`, `DPF_SELECTOR_URL`).
-const FOREIGN_KEYS: &[&str] = &["dpf.api.key", "dpf.dataplane.url", "dpf.selector.url"];
+/// launcher's environment: `dpfctl`'s (`DPF_API_KEY`, `DPF_API_KEY_FILE`, `DPF_CACERT`,
+/// `DPF_DATAPLANE_URL`, `DPF_SELECTOR_URL`).
+const FOREIGN_KEYS: &[&str] = &[
+    "dpf.api.key",
+    "dpf.api.key.file",
+    "dpf.cacert",
+    "dpf.dataplane.url",
+    "dpf.selector.url",
+];
 
 /// The keys documented in the first column of the tables of `markdown` that start with
 /// `namespace`, placeholders included (`dpf.dataset.<id>.type`).

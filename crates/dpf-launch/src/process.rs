@@ -82,7 +82,7 @@ pub async fn run_data_plane_process(
             }
         };
 
-    let plane = build_data_plane(&config, flow_store, coordinator, &public)?;
+    let (plane, services) = build_data_plane(&config, flow_store, coordinator, &public)?;
     // Datasets and control planes from configuration join the cluster-wide registries now,
     // like a PUT at start; should the store hiccup, they are written on first use instead.
     for published in [
@@ -93,7 +93,7 @@ pub async fn run_data_plane_process(
             tracing::warn!(%error, "configured datasets or control planes not yet in the cluster registry; written on first use");
         }
     }
-    let background = plane.run().await.with_context(|| {
+    let background = plane.run(services).await.with_context(|| {
         format!(
             "cannot join the cluster as '{}' (edc.runtime.id)",
             plane.config().runtime_id

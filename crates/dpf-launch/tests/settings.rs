@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path, pairs: &[(&str, &str)]) -> Config {
 fn build(config: &Config) -> anyhow::Result<Arc<dataplane_manager::DataPlane>> {
     let store = Arc::new(MemoryStore::new());
     dpf_launch::build_data_plane(config, store.clone(), store, "http://127.0.0.1:1/api/v1")
+        .map(|(plane, _services)| plane)
 }
 
 #[tokio::test]

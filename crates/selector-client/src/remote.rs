@@ -40,8 +40,10 @@ pub struct RemoteSelectorClientConfig {
     /// with every request, when it requires one. Never shown by `Debug`.
     pub api_key: Option<String>,
     /// An extra trusted CA (PEM) for an `https://` selector with a private certificate,
-    /// trusted besides the system's roots. The client follows no redirects.
+    /// trusted besides the system's trust store. The client follows no redirects.
     pub ca_pem: Option<Vec<u8>>,
+    /// Accept any server certificate (`dpfctl --insecure-skip-tls-verify`): for testing only.
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl std::fmt::Debug for RemoteSelectorClientConfig {
@@ -65,6 +67,7 @@ impl RemoteSelectorClientConfig {
             connect_timeout: Duration::from_secs(3),
             api_key: None,
             ca_pem: None,
+            danger_accept_invalid_certs: false,
         }
     }
 }
@@ -118,6 +121,9 @@ impl RemoteSelectorClient {
             let ca = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| SelectorError::InvalidInput(format!("bad CA certificate: {e}")))?;
             builder = builder.add_root_certificate(ca);
+        }
+        if config.danger_accept_invalid_certs {
+            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder
             .build()

@@ -66,10 +66,12 @@ impl Api {
         if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
             bail!("'{base}' must be an http:// or https:// URL with a host");
         }
-        let http = reqwest::Client::builder()
+        let connection = crate::connection::current();
+        let http = connection
+            .client_builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
-            .default_headers(auth_headers()?)
+            .default_headers(connection.auth_headers()?)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {
@@ -179,10 +181,12 @@ impl Api {
         let http = match self.streaming.get() {
             Some(http) => http,
             None => {
-                let built = reqwest::Client::builder()
+                let connection = crate::connection::current();
+                let built = connection
+                    .client_builder()
                     .connect_timeout(Duration::from_secs(5))
                     .tcp_keepalive(Duration::from_secs(15))
-                    .default_headers(auth_headers()?)
+                    .default_headers(connection.auth_headers()?)
                     .build()
                     .context("cannot build the HTTP client")?;
                 self.streaming.get_or_init(|| built)
@@ -239,7 +243,8 @@ pub fn encode_path(path: &str) -> String {
     encoded
 }
 
-/// `cannot reach URL: innermost cause` (e.g. `Connection refused (os error 111)`).
+/// `cannot reach URL: innermost cause` (e.g. `Connection refused (os error 111)`; for an
+/// untrusted certificate `invalid peer certificate: UnknownIssuer` and what to do about it).
 fn transport_error(url: &Url, error: &reqwest::Error) -> anyhow::Error {
     if error.is_timeout() {
         return anyhow!("{url} did not answer in time");
@@ -248,7 +253,11 @@ fn transport_error(url: &Url, error: &reqwest::Error) -> anyhow::Error {
     while let Some(source) = cause.source() {
         cause = source;
     }
-    anyhow!("cannot reach {url}: {cause}")
+    let cause = cause.to_string();
+    match crate::connection::tls_hint(&cause) {
+        Some(hint) => anyhow!("cannot reach {url}: {cause} ({hint})"),
+        None => anyhow!("cannot reach {url}: {cause}"),
+    }
 }
 
 /// An [`HttpError`]: the API's message for `{"error": ..., "code": ...}` answers, else a
@@ -273,19 +282,6 @@ fn api_error(
         let snippet: String = text.chars().take(300).collect();
         error(format!("{method} {url} answered {status}: {snippet}"))
     }
-}
-
-/// `Authorization: Bearer $DPF_API_KEY` when the environment names a key (APIs started with
-/// `dpf.api.auth.key`).
-pub fn auth_headers() -> Result<reqwest::header::HeaderMap> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(key) = std::env::var("DPF_API_KEY") {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("DPF_API_KEY is not a valid header value")?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    Ok(headers)
 }
 
 #[cfg(test)]

@@ -7,6 +7,12 @@ use dataplane_spi::{HTTP_PULL, HTTP_PUSH};
 
 use crate::output::OutputFormat;
 
+mod baseline;
+mod cluster;
+
+pub use baseline::{AutoAdjustCommand, BaselineArgs, BaselineChangeArgs, BaselineCommand};
+pub use cluster::{ClusterCommand, ConfigCommand, KvCommand};
+
 const AFTER_HELP: &str = "\
 Examples (against `cargo run -p embedded-launcher`):
   dpfctl dataset put report --file ./report.pdf
@@ -22,7 +28,17 @@ Examples (against `cargo run -p embedded-launcher`):
   dpfctl baseline set r0,r1 --expected-version 0
   dpfctl baseline auto-adjust enable --timeout 2000
 
-API errors are printed as `error: <message>` on stderr; the exit code is then 1.";
+Errors are printed as `error: <message>` on stderr.
+
+Exit status: 0 success; 1 failure (an API error, an unreachable server, a certificate that is
+not trusted, a flow that ended TERMINATED); 2 usage (the command line is wrong); 3 not found
+(the API answered 404: no such dataset, flow, data plane, key or setting); 4 `cluster kv watch`
+cannot go on (the changes to watch were compacted away).
+
+TLS: certificates are checked against the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR
+override it), plus --cacert FILE (or DPF_CACERT) for a private CA; --insecure-skip-tls-verify (spelled out, no short form) turns
+checking off. The API key is read from --api-key-file FILE (or DPF_API_KEY_FILE), else
+DPF_API_KEY, and sent as `Authorization: Bearer`.";
 
 /// dpfctl — command-line client for the dpf data plane and selector APIs, and a minimal
 /// DPS control plane that can run a whole transfer.
@@ -51,8 +67,9 @@ pub struct Cli {
     )]
     pub selector: String,
 
-    /// Print results as text or as JSON.
+    /// Print results as text or as JSON (every command).
     #[arg(
+        short = 'o',
         long,
         global = true,
         help_heading = "Global options",
@@ -61,8 +78,46 @@ pub struct Cli {
     )]
     pub output: OutputFormat,
 
+    /// Trust the CA certificate(s) in this PEM file, besides the system's trust store (a data
+    /// plane or selector whose certificate comes from a private CA).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "DPF_CACERT",
+        value_name = "FILE"
+    )]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not check server certificates at all (testing only; prefer --cacert). Only the
+    /// full spelling is accepted.
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub insecure_skip_tls_verify: bool,
+
+    /// Read the API key from this file (surrounding whitespace ignored); overrides
+    /// DPF_API_KEY.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "DPF_API_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub api_key_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The shells `dpfctl completion` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// `source <(dpfctl completion bash)`
+    Bash,
+    /// `dpfctl completion zsh > "${fpath[1]}/_dpfctl"`
+    Zsh,
+    /// `dpfctl completion fish > ~/.config/fish/completions/dpfctl.fish`
+    Fish,
 }
 
 /// The commands.
@@ -104,169 +159,17 @@ pub enum Command {
     /// The data plane's baseline topology: which replicas own work, cluster activation and
     /// auto-adjust (/cluster/baseline). Without a subcommand: `baseline show`.
     Baseline(BaselineArgs),
-}
 
-/// `dpfctl baseline [...]`
-#[derive(Debug, Args)]
-#[command(after_help = "\
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "\
 Examples:
-  dpfctl baseline
-  dpfctl baseline set r0,r1,r2 --expected-version 3
-  dpfctl baseline add r3
-  dpfctl baseline remove r1
-  dpfctl baseline auto-adjust enable --timeout 2000")]
-pub struct BaselineArgs {
-    #[command(subcommand)]
-    pub command: Option<BaselineCommand>,
-}
-
-/// `dpfctl baseline ...`
-#[derive(Debug, Subcommand)]
-pub enum BaselineCommand {
-    /// Cluster state, baseline version, auto-adjust, the baseline members (ONLINE/OFFLINE)
-    /// and the live replicas outside the baseline.
-    Show,
-    /// Replace the baseline with these replicas (the first baseline activates the cluster).
-    Set(BaselineChangeArgs),
-    /// Add replicas to the baseline.
-    Add(BaselineChangeArgs),
-    /// Remove replicas from the baseline (only offline ones).
-    Remove(BaselineChangeArgs),
-    /// The baseline version (0: no baseline) and its history hash.
-    Version,
-    /// Activate the cluster: baseline members own work again.
-    Activate,
-    /// Deactivate the cluster: no replica takes new work.
-    Deactivate,
-    /// Let the leader adjust the baseline to the live replicas by itself.
-    #[command(subcommand)]
-    AutoAdjust(AutoAdjustCommand),
-}
-
-/// Replicas of a baseline change.
-#[derive(Debug, Args)]
-pub struct BaselineChangeArgs {
-    /// Replica names, comma-separated (e.g. r0,r1,r2).
-    #[arg(
-        value_name = "NAMES",
-        value_delimiter = ',',
-        num_args = 1..,
-        required = true
-    )]
-    pub members: Vec<String>,
-    /// Only if the baseline is at this version (0: only if there is none); else fail with a
-    /// version conflict.
-    #[arg(long, value_name = "N")]
-    pub expected_version: Option<u64>,
-}
-
-/// `dpfctl baseline auto-adjust ...`
-#[derive(Debug, Subcommand)]
-pub enum AutoAdjustCommand {
-    /// Adjust the baseline once membership has been stable for the timeout.
-    Enable {
-        /// How long membership must be stable first, in milliseconds (default: the timeout
-        /// set before, if any).
-        #[arg(long, value_name = "MS")]
-        timeout: Option<u64>,
-    },
-    /// Stop adjusting the baseline (the timeout is kept for a later `enable`).
-    Disable,
-}
-
-/// `dpfctl cluster ...`
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// The live replicas (valid lease).
-    Members {
-        /// Keep printing one line per change (join, update, leave) until interrupted.
-        #[arg(long)]
-        watch: bool,
-    },
-    /// The replica that leads the cluster right now (exit 1 when none does).
-    Leader,
-    /// The cluster's key-value store (keys may contain `/`).
-    #[command(subcommand)]
-    Kv(KvCommand),
-    /// Cluster-wide settings every replica applies without restart (keys under dpf/config/).
-    #[command(subcommand)]
-    Config(ConfigCommand),
-}
-
-/// `dpfctl cluster kv ...`
-#[derive(Debug, Subcommand)]
-pub enum KvCommand {
-    /// Show a key: value, version and revisions.
-    Get {
-        /// The key.
-        key: String,
-    },
-    /// Create or replace a key.
-    Put {
-        /// The key.
-        key: String,
-        /// The value.
-        #[arg(allow_hyphen_values = true)]
-        value: String,
-        /// Only if the key is at this version (0: only if it does not exist); else fail with a
-        /// version conflict.
-        #[arg(long, value_name = "N")]
-        expected_version: Option<u64>,
-    },
-    /// Delete a key.
-    Delete {
-        /// The key.
-        key: String,
-        /// Only if the key is at this version; else fail with a version conflict.
-        #[arg(long, value_name = "N")]
-        expected_version: Option<u64>,
-    },
-    /// List the keys (under a prefix).
-    List {
-        /// Only keys starting with this.
-        #[arg(long, default_value = "")]
-        prefix: String,
-    },
-    /// Print every change (`<revision> <PUT|DELETE> <key> <value>`) until interrupted,
-    /// reconnecting by itself from the last revision seen. Exits with 2 when the changes to
-    /// watch from were compacted away.
-    Watch {
-        /// Only keys starting with this.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// Print the changes after this revision (0: all the retained history); default: from
-        /// now on.
-        #[arg(long, value_name = "REVISION")]
-        from_revision: Option<u64>,
-    },
-}
-
-/// `dpfctl cluster config ...`
-#[derive(Debug, Subcommand)]
-#[command(after_help = "\
-Settings: dataplane.max-concurrent-flows, checkpoint.bytes, checkpoint.interval (ms), \
-state-machine.batch-size, selector.strategy. A NAME may also be given as its full key \
-(dpf/config/NAME).")]
-pub enum ConfigCommand {
-    /// Set a setting (the data plane checks the value first).
-    Set {
-        /// The setting, e.g. dataplane.max-concurrent-flows.
-        name: String,
-        /// Its value.
-        #[arg(allow_hyphen_values = true)]
-        value: String,
-    },
-    /// Print a setting's value.
-    Get {
-        /// The setting.
-        name: String,
-    },
-    /// List the settings that are set.
-    List,
-    /// Remove a setting: the replicas go back to their own configuration.
-    Unset {
-        /// The setting.
-        name: String,
+  source <(dpfctl completion bash)
+  dpfctl completion zsh > \"${fpath[1]}/_dpfctl\"
+  dpfctl completion fish > ~/.config/fish/completions/dpfctl.fish")]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
     },
 }
 

@@ -21,8 +21,7 @@ pub fn message_id() -> String {
 
 /// The selector client for `--selector`.
 pub fn selector(url: &str) -> Result<RemoteSelectorClient> {
-    let mut settings = selector_client::RemoteSelectorClientConfig::new(url);
-    settings.api_key = std::env::var("DPF_API_KEY").ok();
+    let settings = crate::connection::current().selector_settings(url);
     RemoteSelectorClient::new(settings).map_err(|e| selector_error(url, e))
 }
 
@@ -35,6 +34,11 @@ pub fn selector_error(url: &str, error: SelectorError) -> anyhow::Error {
                 None => anyhow!("selector at {url} unavailable: {message}"),
             }
         }
+        // Exit status 3, like a data-plane 404.
+        SelectorError::NotFound { .. } => anyhow::Error::new(crate::api::HttpError {
+            status: reqwest::StatusCode::NOT_FOUND,
+            message: error.to_string(),
+        }),
         other => anyhow!("{other}"),
     }
 }

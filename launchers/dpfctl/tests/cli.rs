@@ -277,7 +277,7 @@ fn an_unknown_dataset_fails_the_transfer_with_the_api_message() {
         "--to-file",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(3));
     let err = stderr(&output);
     assert!(
         err.contains("error: ") && err.contains("unknown dataset 'no-such-dataset'"),
@@ -318,7 +318,7 @@ fn datasets_can_be_put_listed_read_and_deleted() {
 
     assert_ok(&launcher.dpfctl(&["dataset", "delete", "web"]));
     let gone = launcher.dpfctl(&["dataset", "get", "web"]);
-    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(gone.status.code(), Some(3));
     assert_eq!(stderr(&gone).trim(), "error: dataset 'web' not found");
 }
 
@@ -533,7 +533,7 @@ fn cluster_kv_keys_can_be_put_read_listed_and_deleted() {
 
     assert_ok(&launcher.dpfctl(&["cluster", "kv", "delete", key, "--expected-version", "2"]));
     let gone = launcher.dpfctl(&["cluster", "kv", "get", key]);
-    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(gone.status.code(), Some(3));
     assert_eq!(
         stderr(&gone).trim(),
         "error: key 'app/blue?green#1%/x+y' not found"
@@ -617,7 +617,7 @@ fn cluster_settings_are_validated_and_applied_by_the_replica() {
     ]);
     assert_ok(&unset);
     let gone = launcher.dpfctl(&["cluster", "config", "get", "dataplane.max-concurrent-flows"]);
-    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(gone.status.code(), Some(3));
     assert!(stderr(&gone).contains("is not set"), "{}", stderr(&gone));
 }
 
@@ -851,7 +851,7 @@ fn canned_server(status: &str, content_type: &str, body: &str) -> String {
 }
 
 #[test]
-fn cluster_kv_watch_exits_2_when_its_changes_were_compacted() {
+fn cluster_kv_watch_exits_4_when_its_changes_were_compacted() {
     let in_stream = canned_server(
         "200 OK",
         "text/event-stream",
@@ -867,7 +867,7 @@ fn cluster_kv_watch_exits_2_when_its_changes_were_compacted() {
         "--from-revision",
         "3",
     ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert_eq!(stdout(&output), "12 PUT k v\n");
     let err = stderr(&output);
     assert!(
@@ -893,7 +893,7 @@ fn cluster_kv_watch_exits_2_when_its_changes_were_compacted() {
         "--from-revision",
         "1",
     ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("--prefix 'p/'"),
         "{}",

@@ -16,7 +16,7 @@ async fn raw(
     content_type: &str,
     body: &'static str,
 ) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .request(method, url)
         .header("content-type", content_type)
         .body(body)
@@ -98,7 +98,7 @@ async fn every_endpoint_refuses_bad_input_with_json_and_changes_nothing() {
     }
 
     // Wrong or missing bearer tokens on the public and ingest endpoints.
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let wrong = client
         .get(format!("{b}/public/{id}"))
         .bearer_auth("wrong")
@@ -171,7 +171,7 @@ async fn a_concurrent_upload_is_refused_and_does_not_touch_the_running_one() {
         .to_owned();
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let first = tokio::spawn({
         let request = client
             .post(&ingest)

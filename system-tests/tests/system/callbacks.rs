@@ -38,7 +38,7 @@ async fn callbacks_are_retried_and_never_delay_the_flow() {
         "src",
         Content::Bytes(system_tests::random_bytes(256 * 1024, 4)),
     );
-    reqwest::Client::new()
+    system_tests::client()
         .put(format!("{base}/datasets/src"))
         .json(&json!({"type": "HttpData", "baseUrl": url}))
         .send()

@@ -48,7 +48,7 @@ fn slow(data: &DataServer, name: &str, chunks: u64, every: Duration) -> (String,
 }
 
 async fn put_dataset(base: &str, id: &str, url: &str) {
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .put(format!("{base}/datasets/{id}"))
         .json(&json!({"type": "HttpData", "baseUrl": url}))
         .send()
@@ -548,7 +548,19 @@ async fn a_second_replica_with_a_live_name_is_refused() {
     let url = tokio::task::spawn_blocking(postgres_store_url)
         .await
         .unwrap();
-    let _first = start_replicas(1, &url, &[], dir.path());
+    let first = start_replicas(1, &url, &[], dir.path());
+    // The first replica serves its API before it has joined: wait until it is ready (joined),
+    // or the second one could take the name first.
+    let ready = format!("{}/ready", first[0].base_url);
+    let mut joined = false;
+    for _ in 0..200 {
+        if system_tests::get(&ready).await.0 == 200 {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(joined, "the first replica never became ready");
     let output = std::process::Command::new(system_tests::binary("dataplane-launcher"))
         .args([
             "-D",

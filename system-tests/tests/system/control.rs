@@ -118,7 +118,7 @@ async fn terminate_stops_for_good() {
     let base = plane.base_url.clone();
     let data = DataServer::start();
     let url = slow_source(&data, "slow", 64 * 1024 * 1024);
-    reqwest::Client::new()
+    system_tests::client()
         .put(format!("{base}/datasets/slow"))
         .json(&json!({"type": "HttpData", "baseUrl": url}))
         .send()

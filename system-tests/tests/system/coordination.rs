@@ -166,7 +166,7 @@ async fn one_leader_failover_with_higher_term_and_fenced_zombie_leader() {
 
 /// Reads server-sent events until `done` says enough; returns (id, event, data) triples.
 async fn read_events(url: &str, count: usize, timeout: Duration) -> Vec<(i64, String, Value)> {
-    let response = reqwest::Client::new().get(url).send().await.unwrap();
+    let response = system_tests::client().get(url).send().await.unwrap();
     assert_eq!(response.status(), 200, "{url}");
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();

@@ -84,7 +84,7 @@ async fn replicas_wait_for_the_database_and_survive_an_outage() {
             delay: Duration::from_millis(100),
         },
     );
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .put(format!("{base}/datasets/slow"))
         .json(&json!({"type": "HttpData", "baseUrl": source}))
         .send()

@@ -27,7 +27,7 @@ async fn pull(base: &str, process_id: &str, dataset: &str) -> (u16, Vec<u8>) {
         .unwrap()
         .to_owned();
     let endpoint = address["endpoint"].as_str().unwrap();
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .get(endpoint)
         .bearer_auth(token)
         .timeout(Duration::from_secs(30))

@@ -672,7 +672,7 @@ async fn a_push_to_a_post_only_sink_sends_no_probe_on_the_first_attempt() {
             .collect();
         assert_eq!(methods, ["POST"], "HEAD {head}: the sink saw {methods:?}");
         // The sink really refuses HEAD this way (the test could fail).
-        let probe = reqwest::Client::new()
+        let probe = system_tests::client()
             .head(sink.url("/sink/object.bin"))
             .send()
             .await
@@ -693,7 +693,7 @@ async fn a_push_of_a_known_size_to_a_sink_refusing_chunked_bodies_succeeds() {
     let source = python("slow_http_server.py", &files, &[]);
     let sink = post_sink(&dir.path().join("sink"), 501, &["--refuse-chunked"]);
     // The sink does refuse a chunked body.
-    let chunked = reqwest::Client::new()
+    let chunked = system_tests::client()
         .post(sink.url("/sink/probe.bin"))
         .body(reqwest::Body::wrap_stream(futures::stream::iter([Ok::<
             _,

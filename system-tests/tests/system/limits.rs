@@ -28,7 +28,7 @@ fn token_of(answer: &Value) -> String {
 }
 
 async fn put_ingest(endpoint: &str, token: &str, body: reqwest::Body) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .put(endpoint)
         .bearer_auth(token)
         .body(body)

@@ -30,7 +30,7 @@ async fn members_listing_lifecycle_and_watch() {
     let base = replicas[1].base_url.clone();
 
     // Watch from r1: the stream starts with the current members, then reports changes.
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .get(format!("{base}/cluster/members?watch=true"))
         .send()
         .await
@@ -77,7 +77,7 @@ async fn members_listing_lifecycle_and_watch() {
             delay: Duration::from_millis(100),
         },
     );
-    reqwest::Client::new()
+    system_tests::client()
         .put(format!("{}/datasets/slow", replicas[0].base_url))
         .json(&json!({"type": "HttpData", "baseUrl": source}))
         .send()

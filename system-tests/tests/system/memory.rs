@@ -28,7 +28,7 @@ async fn two_gib_push_with_bounded_memory() {
             delay: Duration::ZERO,
         },
     );
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .put(format!("{base}/datasets/big"))
         .json(&json!({"type": "HttpData", "baseUrl": url}))
         .send()

@@ -56,7 +56,7 @@ async fn pull(base: &str, process_id: &str, dataset: &str) -> (String, Vec<u8>) 
         .and_then(|p| p["value"].as_str())
         .unwrap()
         .to_owned();
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .get(&endpoint)
         .bearer_auth(token)
         .timeout(Duration::from_secs(30))
@@ -74,7 +74,7 @@ async fn pull(base: &str, process_id: &str, dataset: &str) -> (String, Vec<u8>) 
 
 /// The KV watch of `prefix` from the first revision, read until it mentions `needle`.
 async fn watch_until(base: &str, prefix: &str, needle: &str) -> String {
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .get(format!(
             "{base}/cluster/kv?prefix={prefix}&watch=true&fromRevision=0"
         ))

@@ -315,7 +315,7 @@ async fn four_gib_into_the_ingest_endpoint_survives_three_kills() {
     let args = cluster_args();
     let mut providers = start_replicas(4, &url, &args, dir.path());
     for p in &providers {
-        let response = reqwest::Client::new()
+        let response = system_tests::client()
             .put(format!("{}/datasets/big", p.base_url))
             .json(&json!({"type": "HttpData", "baseUrl": source}))
             .send()
@@ -381,7 +381,7 @@ async fn an_event_stream_survives_two_kills_exactly_once() {
     args[9] = "dpf.checkpoint.interval=300";
     let mut providers = start_replicas(3, &url, &args, dir.path());
     for p in &providers {
-        let response = reqwest::Client::new()
+        let response = system_tests::client()
             .put(format!("{}/datasets/events", p.base_url))
             .json(&json!({"type": "HttpData", "baseUrl": data.events_url(EVENTS), "eventStream": "sse"}))
             .send()

@@ -48,7 +48,7 @@ async fn world() -> World {
         for participant in ["provider-participant", "consumer-participant"] {
             let registration = cp.registration(participant);
             dps::assert_valid("ControlPlaneRegistrationMessage", &registration);
-            let response = reqwest::Client::new()
+            let response = system_tests::client()
                 .put(format!("{}/signaling/controlplanes", plane.base_url))
                 .json(&registration)
                 .send()
@@ -77,7 +77,7 @@ async fn signal(url: &str, schema: &str, message: &Value) -> Value {
 }
 
 async fn register_dataset(base: &str, id: &str, address: Value) {
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .put(format!("{base}/datasets/{id}"))
         .json(&address)
         .send()
@@ -260,7 +260,7 @@ async fn provider_pull_and_consumer_pull() {
         .unwrap()
         .to_owned();
     let endpoint = address["endpoint"].as_str().unwrap().to_owned();
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let ranged = client
         .get(&endpoint)
         .bearer_auth(&token)

@@ -51,7 +51,7 @@ fn routes() -> Vec<(&'static str, &'static str, bool)> {
 }
 
 async fn send(method: &str, url: &str, auth: Option<&str>) -> u16 {
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let mut request = client
         .request(method.parse().unwrap(), url)
         .json(&json!({}));
@@ -88,7 +88,7 @@ async fn every_protected_route_needs_the_key() {
         }
     }
     // X-Api-Key works too, and the key never appears in the log.
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .get(format!("{}/dataflows", plane.base_url))
         .header("x-api-key", KEY)
         .send()
@@ -145,7 +145,7 @@ async fn allow_list_readiness_and_metrics() {
         "src",
         Content::Bytes(system_tests::random_bytes(3 * 1024 * 1024, 9)),
     );
-    reqwest::Client::new()
+    system_tests::client()
         .put(format!("{base}/datasets/src"))
         .json(&json!({"type": "HttpData", "baseUrl": source}))
         .send()

@@ -58,7 +58,7 @@ async fn a_push_transfer_runs_over_https() {
         .build()
         .unwrap();
     // Plain HTTP to a TLS port does not work; HTTPS with the CA does.
-    let plain = reqwest::Client::new()
+    let plain = system_tests::client()
         .get(provider.base_url.replace("https://", "http://") + "/health")
         .send()
         .await;

@@ -12,7 +12,7 @@ use dataplane_spi::{
 };
 
 use super::checkpointer::OwnerCheckpointer;
-use crate::pipeline::{run_attempt, CheckpointPolicy, Progress};
+use crate::runner::pipeline::{run_attempt, CheckpointPolicy, Progress};
 
 /// Longest retry delay.
 pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -83,10 +83,12 @@ pub(crate) async fn run<H: PipelineHost>(
         }
         match result {
             Ok(report) => {
+                checkpointer.finished();
                 let update = FlowUpdate {
                     checkpoint: Some(Checkpoint {
                         bytes: i64::try_from(report.position).unwrap_or(i64::MAX),
                         cursor: checkpointer.last().and_then(|c| c.cursor),
+                        sink: None,
                     }),
                     metadata: Some(checkpointer.metadata(Some(report.position))),
                     ..FlowUpdate::move_to(DataFlowState::Completed)
@@ -123,6 +125,7 @@ pub(crate) async fn run<H: PipelineHost>(
                     tracing::warn!(flow_id = %flow.id, "the flow moved on (lease lost or stopped); transfer stopped");
                     return;
                 }
+                checkpointer.abort_upload().await;
                 fail(&*host, &flow, &owner, error.to_string()).await;
                 return;
             }

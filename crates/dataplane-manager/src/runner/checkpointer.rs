@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dataplane_spi::{
-    Checkpoint, DataFlow, DataFlowState, DataFlowStore, FlowOwner, FlowUpdate, StoreError,
-    TransferError,
+    Checkpoint, DataFlow, DataFlowState, DataFlowStore, DataSink, FlowOwner, FlowUpdate,
+    StoreError, TransferError,
 };
 use tokio::task::JoinHandle;
 
-use crate::pipeline::{AttemptStart, Checkpointer};
+use crate::runner::pipeline::{AttemptStart, Checkpointer};
 
 /// How long a flow's first attempt runs before it is recorded in the store: a first attempt
 /// that ends sooner (most small transfers) costs no store write; one whose owner dies sooner is
@@ -27,6 +27,9 @@ pub(crate) struct OwnerCheckpointer {
     metadata: Arc<Mutex<(serde_json::Value, TransferCounters)>>,
     /// The delayed record of a running first attempt.
     pending: Mutex<Option<JoinHandle<()>>>,
+    /// The sink of the current attempt, until the transfer completed: what it staged is
+    /// discarded when the flow is terminated or fails for good.
+    sink: Mutex<Option<Arc<dyn DataSink>>>,
 }
 
 impl OwnerCheckpointer {
@@ -43,6 +46,7 @@ impl OwnerCheckpointer {
                 TransferCounters::of(&flow.metadata),
             ))),
             pending: Mutex::new(None),
+            sink: Mutex::new(None),
         }
     }
 }
@@ -50,10 +54,49 @@ impl OwnerCheckpointer {
 impl Drop for OwnerCheckpointer {
     fn drop(&mut self) {
         self.settle();
+        // Dropped without completing: the task was stopped (suspend, terminate, lease lost,
+        // shutdown). Only a terminated flow discards its staged upload; a suspended one or one
+        // another replica took over continues it.
+        let Some(sink) = self.sink.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, flow_id) = (self.store.clone(), self.flow_id.clone());
+        runtime.spawn(async move {
+            let terminated = matches!(
+                store.find(&flow_id).await,
+                Ok(Some(flow)) if matches!(flow.state, DataFlowState::Terminating | DataFlowState::Terminated)
+            );
+            if terminated {
+                match sink.abort().await {
+                    Ok(()) => tracing::info!(%flow_id, "terminated: the staged upload was aborted"),
+                    Err(error) => tracing::warn!(%flow_id, %error, "terminated: the staged upload could not be aborted"),
+                }
+            }
+        });
     }
 }
 
 impl OwnerCheckpointer {
+    /// The transfer completed: nothing is left to discard.
+    pub(crate) fn finished(&self) {
+        if let Ok(mut sink) = self.sink.lock() {
+            *sink = None;
+        }
+    }
+
+    /// Discards what the sink staged (the flow fails for good).
+    pub(crate) async fn abort_upload(&self) {
+        let sink = self.sink.lock().ok().and_then(|mut s| s.take());
+        if let Some(sink) = sink {
+            if let Err(error) = sink.abort().await {
+                tracing::warn!(flow_id = %self.flow_id, %error, "the staged upload could not be aborted");
+            }
+        }
+    }
+
     pub(crate) fn last(&self) -> Option<Checkpoint> {
         self.last.lock().ok().and_then(|l| l.clone())
     }
@@ -108,6 +151,7 @@ impl OwnerCheckpointer {
             *last = Some(Checkpoint {
                 bytes: -1,
                 cursor: None,
+                sink: None,
             });
         }
         TransferError::Rejected(error.to_string())
@@ -178,6 +222,12 @@ impl Checkpointer for OwnerCheckpointer {
         }
     }
 
+    fn sink_opened(&self, sink: Arc<dyn DataSink>) {
+        if let Ok(mut slot) = self.sink.lock() {
+            *slot = Some(sink);
+        }
+    }
+
     async fn record(&self, checkpoint: Checkpoint) -> std::result::Result<(), TransferError> {
         let update = FlowUpdate {
             only_from: vec![DataFlowState::Started],
@@ -205,6 +255,7 @@ impl Checkpointer for OwnerCheckpointer {
                     *last = Some(Checkpoint {
                         bytes: -1,
                         cursor: None,
+                        sink: None,
                     });
                 }
                 Err(TransferError::Rejected(error.to_string()))

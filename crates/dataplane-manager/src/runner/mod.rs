@@ -10,9 +10,12 @@
 //!
 //! - `attempts`: the attempt loop of a transfer (retries with backoff, completion, failure).
 //! - `checkpointer`: the owner's fenced checkpoint writes and the resume counters.
+//! - [`pipeline`]: one transfer attempt (`sink.write(source.open())`) with a byte counter and
+//!   checkpoints (also public as `dataplane_manager::pipeline`).
 
 pub(crate) mod attempts;
 pub(crate) mod checkpointer;
+pub mod pipeline;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::JoinHandle;
 
-use crate::pipeline::Progress;
+use crate::runner::pipeline::Progress;
 
 /// Gate of a flow's public pull streams on this replica: closed streams end at once.
 pub(crate) type Gate = Arc<AtomicBool>;

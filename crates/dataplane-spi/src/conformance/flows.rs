@@ -186,6 +186,7 @@ pub async fn checkpoints_only_move_forward(store: Arc<dyn DataFlowStore>) {
     let at = |bytes: i64, cursor: Option<&str>| Checkpoint {
         bytes,
         cursor: cursor.map(str::to_owned),
+        sink: cursor.map(|c| format!("sink-{c}")),
     };
     let first = store
         .update_owned(
@@ -432,7 +433,8 @@ pub async fn owner_writes_respect_states(store: Arc<dyn DataFlowStore>) {
                 "f1",
                 &FlowUpdate::checkpoint(Checkpoint {
                     bytes: 1,
-                    cursor: None
+                    cursor: None,
+                    sink: None,
                 })
             )
             .await,

@@ -18,7 +18,7 @@ const CP2: &str = "cp-key-of-participant-two";
 /// Sends a request with an optional API key and JSON body; returns the status and the JSON
 /// body (Null when not JSON).
 async fn send(method: &str, url: &str, key: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let mut request = client
         .request(method.parse().unwrap(), url)
         .timeout(Duration::from_secs(30));
@@ -148,7 +148,7 @@ async fn bypass_paths_need_the_key_and_change_nothing() {
     assert!(body["status"].is_string(), "{body}");
     // The public endpoint takes the flow's token, not the API key.
     let (_, endpoint, token) = start_pull(base, ADMIN, "bypass-1", "p1").await;
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let without = client.get(&endpoint).send().await.unwrap();
     assert_eq!(without.status(), 401);
     let with_api_key = client
@@ -485,7 +485,7 @@ async fn without_a_key_a_foreign_host_is_refused() {
     );
     let base = &plane.base_url;
     let port = base.split(':').nth(2).unwrap().split('/').next().unwrap();
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let with_host = |path: &str, host: &str| {
         client
             .request(reqwest::Method::PUT, format!("{base}{path}"))
@@ -547,7 +547,7 @@ async fn watch_streams_are_capped_and_their_slots_come_back() {
     let base = &plane.base_url;
     let kv = format!("{base}/cluster/kv?watch=true&prefix=app/");
     let members = format!("{base}/cluster/members?watch=true");
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let first = watch(&client, &kv).await;
     let second = watch(&client, &members).await;
     assert_eq!(
@@ -590,7 +590,7 @@ async fn overflowing_and_unsatisfiable_ranges_are_416_and_the_process_keeps_serv
     let dir = tempfile::tempdir().unwrap();
     let plane = keyed_plane(dir.path()).await;
     let (_, endpoint, token) = start_pull(&plane.base_url, ADMIN, "range-1", "p1").await;
-    let client = reqwest::Client::new();
+    let client = system_tests::client();
     let get = |range: &'static str| {
         client
             .get(&endpoint)

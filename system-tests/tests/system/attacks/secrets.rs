@@ -127,7 +127,7 @@ fn id_and_token(answer: &Value) -> (String, String) {
 /// GET the pull endpoint of `answer`'s data address with `token`.
 async fn pull(answer: &Value, token: &str) -> (u16, Vec<u8>) {
     let endpoint = answer["dataAddress"]["endpoint"].as_str().unwrap();
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .get(endpoint)
         .bearer_auth(token)
         .send()
@@ -140,7 +140,7 @@ async fn pull(answer: &Value, token: &str) -> (u16, Vec<u8>) {
 /// PUT `body` to the ingest endpoint of `answer`'s data address with `token`.
 async fn ingest(answer: &Value, token: &str, body: Vec<u8>) -> u16 {
     let endpoint = answer["dataAddress"]["endpoint"].as_str().unwrap();
-    reqwest::Client::new()
+    system_tests::client()
         .put(endpoint)
         .bearer_auth(token)
         .body(body)
@@ -406,7 +406,7 @@ async fn no_log_line_shows_a_key_or_a_password() {
     );
     // A process id equal to the admin key is logged when the flow is prepared.
     let prepare = flow_message(ADMIN_KEY, PUSH, "any", "participant");
-    let response = reqwest::Client::new()
+    let response = system_tests::client()
         .post(format!("{}/signaling/dataflows/prepare", plane.base_url))
         .header("x-api-key", ADMIN_KEY)
         .json(&prepare)

@@ -104,7 +104,7 @@ async fn a_key_protected_https_selector_registers_replicas_with_the_key_and_no_o
         .build()
         .unwrap();
     // Plain HTTP gets nowhere.
-    let plain = reqwest::Client::new()
+    let plain = system_tests::client()
         .get(base.replace("https://", "http://") + "/health")
         .send()
         .await;

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 
+use dataplane_spi::{Coordinator, DataFlowStore};
 use serde::{Deserialize, Serialize};
 
 /// The cluster id key.
@@ -140,4 +141,90 @@ impl Topology {
             }
         }
     }
+}
+
+/// What `GET /cluster/baseline` shows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineView {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// ACTIVE or INACTIVE.
+    pub state: &'static str,
+    /// The baseline version (0: no baseline, every replica may own work).
+    pub version: u64,
+    /// Its history hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+    /// Baseline members and whether each is online.
+    pub members: Vec<BaselineMember>,
+    /// Live replicas outside the baseline (IDLE).
+    pub others: Vec<String>,
+    /// Auto-adjust settings.
+    pub auto_adjust: AutoAdjust,
+}
+
+/// One baseline member.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineMember {
+    /// Replica name.
+    pub name: String,
+    /// Whether it is online (valid lease).
+    pub online: bool,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(value: &str, key: &str) -> crate::Result<T> {
+    serde_json::from_str(value).map_err(|e| {
+        dataplane_spi::CoordinationError::Internal(format!("corrupt {key}: {e}")).into()
+    })
+}
+
+/// The baseline and its key's version, if one was set.
+pub(crate) async fn read_baseline(
+    coordinator: &dyn Coordinator,
+) -> crate::Result<Option<(Baseline, i64)>> {
+    match coordinator.kv_get(BASELINE_KEY).await? {
+        Some(entry) => Ok(Some((
+            read_json(&entry.value, BASELINE_KEY)?,
+            entry.version,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The cluster state and its key's version (ACTIVE and 0 when never set).
+pub(crate) async fn read_state(
+    coordinator: &dyn Coordinator,
+) -> crate::Result<(ClusterState, i64)> {
+    match coordinator.kv_get(STATE_KEY).await? {
+        Some(entry) if entry.value.starts_with("INACTIVE") => {
+            Ok((ClusterState::Inactive, entry.version))
+        }
+        Some(entry) => Ok((ClusterState::Active, entry.version)),
+        None => Ok((ClusterState::Active, 0)),
+    }
+}
+
+/// The auto-adjust settings and their key's version (disabled and 0 when never set).
+pub(crate) async fn read_auto_adjust(
+    coordinator: &dyn Coordinator,
+) -> crate::Result<(AutoAdjust, i64)> {
+    match coordinator.kv_get(AUTO_ADJUST_KEY).await? {
+        Some(entry) => Ok((read_json(&entry.value, AUTO_ADJUST_KEY)?, entry.version)),
+        None => Ok((AutoAdjust::default(), 0)),
+    }
+}
+
+/// Names of the members whose lease is valid, as the store's clock sees them.
+pub(crate) async fn live_names(
+    store: &dyn DataFlowStore,
+) -> crate::Result<std::collections::BTreeSet<String>> {
+    let now = store.now().await?;
+    Ok(store
+        .list_members()
+        .await?
+        .into_iter()
+        .filter(|m| m.lease_expires_at > now)
+        .map(|m| m.runtime_id)
+        .collect())
 }

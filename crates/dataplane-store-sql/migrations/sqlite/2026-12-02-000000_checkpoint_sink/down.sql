@@ -1,0 +1,1 @@
+ALTER TABLE data_flows DROP COLUMN checkpoint_sink;
