@@ -740,7 +740,7 @@ async fn selection(mode: Mode, report: &mut Report) {
         }
         let mut line = Vec::new();
         let mut data = json!({"instances": size});
-        for strategy in ["random", "round-robin", "oldest-next"] {
+        for strategy in ["random", "round-robin", "oldest-next", "least-loaded"] {
             let request = SelectionRequest::for_profile(PUSH).with_strategy(strategy);
             let ops = mode.pick(2000u32, 20_000);
             let began = Instant::now();
@@ -821,6 +821,32 @@ async fn selection(mode: Mode, report: &mut Report) {
         ">= 0.5x trivial",
         Some(ratio >= 0.5),
         json!({"selectRps": select, "trivialRps": trivial}),
+    );
+    // Issue 18: `least-loaded` over 100 instances, against the same trivial endpoint.
+    for i in 3..100 {
+        let body = json!({"dataplaneId": format!("dp-{i}"), "endpoint": format!("http://dp{i}:1/"), "profiles": [PUSH], "authorization": {"type": "none"}});
+        let response = system_tests::client()
+            .put(format!("{}/dataplanes", selector.base_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let least = load(
+        format!("{}/dataplanes/select", selector.base_url),
+        Some(json!({"profile": PUSH, "strategy": "least-loaded"})),
+    )
+    .await;
+    let ratio = least / trivial;
+    report.add(
+        "6c REST select least-loaded over 100 instances (32 clients)",
+        format!("{least:.0} req/s"),
+        format!("trivial actix endpoint {trivial:.0} req/s"),
+        Some(ratio),
+        ">= 0.5x trivial",
+        Some(ratio >= 0.5),
+        json!({"selectRps": least, "trivialRps": trivial, "instances": 100}),
     );
 }
 

@@ -7,15 +7,22 @@
 //! - [`not_found_handler`]: the default service, a JSON 404 for unknown routes;
 //! - [`require_api_key`]: the key middleware of a protected scope (open routes are mounted
 //!   outside it, so authentication is decided by route, never by matching the path), which
-//!   puts the caller's [`Role`] into the request; [`require_admin`] for admin-only routes.
+//!   puts the caller's [`Role`] into the request; [`require_admin`] for admin-only routes;
+//! - [`access_log`]: the request id, the access-log line and the per-route request histogram
+//!   of every request ([`metrics_text`] renders the histogram for `/metrics`).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
 
+mod access;
 mod error;
 
+pub use access::{
+    access_log, metrics_text, observed_requests, valid_request_id, RequestId, ACCESS_LOG_TARGET,
+    DURATION_METRIC, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, UNMATCHED_ROUTE,
+};
 pub use error::{
     error_response, forbidden_for, json_config, not_found_handler, path_config, query_config,
     ErrorBody,

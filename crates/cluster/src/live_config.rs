@@ -8,7 +8,7 @@
 //! | `dpf/config/checkpoint.bytes` | integer ≥ 0 (0 = no checkpoints) | most bytes between checkpoints |
 //! | `dpf/config/checkpoint.interval` | integer > 0 (milliseconds) | most time between checkpoints |
 //! | `dpf/config/state-machine.batch-size` | 1 … 1000 | flows claimed per statement |
-//! | `dpf/config/selector.strategy` | `random`, `round-robin`, `oldest-next` | default selection strategy of selectors on the cluster |
+//! | `dpf/config/selector.strategy` | `random`, `round-robin`, `oldest-next`, `least-loaded` | default selection strategy of selectors on the cluster |
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,9 +70,9 @@ pub fn validate_setting(key: &str, value: &str) -> Result<(), ClusterError> {
             ))),
         },
         SELECTOR_STRATEGY => match value {
-            "random" | "round-robin" | "oldest-next" => Ok(()),
+            "random" | "round-robin" | "oldest-next" | "least-loaded" => Ok(()),
             _ => Err(ClusterError::InvalidInput(format!(
-                "{key} must be one of random, round-robin, oldest-next; got '{value}'"
+                "{key} must be one of random, round-robin, oldest-next, least-loaded; got '{value}'"
             ))),
         },
         _ => Err(ClusterError::InvalidInput(format!(

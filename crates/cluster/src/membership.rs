@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use dataplane_spi::{
-    Coordinator, DataFlowStore, Expected, Member, MemberRegistration, Session, StoreError,
+    Coordinator, DataFlowStore, Expected, LoadReport, Member, MemberRegistration, Session,
+    StoreError,
 };
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -79,6 +80,8 @@ struct Shared {
     renew_interval: Duration,
     incarnation: Mutex<String>,
     reported: Mutex<Option<MemberState>>,
+    /// The load report the next renewals write (none until the data plane sets one).
+    load: Mutex<Option<LoadReport>>,
     guard: LeaseGuard,
     session: watch::Sender<Option<Session>>,
     lost: watch::Sender<u64>,
@@ -134,6 +137,7 @@ impl Membership {
             renew_interval: options.renew_interval,
             incarnation: Mutex::new(options.incarnation.clone()),
             reported: Mutex::new(None),
+            load: Mutex::new(None),
             guard: LeaseGuard(Arc::new(GuardState {
                 origin: Instant::now(),
                 lease: options.lease,
@@ -327,15 +331,46 @@ impl MembershipHandle {
         let shared = &self.shared;
         let began = Instant::now();
         let lease_ms = i64::try_from(shared.lease.as_millis()).unwrap_or(i64::MAX);
-        shared
-            .store
-            .renew_member(&shared.runtime_id, &self.incarnation(), lease_ms)
-            .await?;
+        let incarnation = self.incarnation();
+        // The lock is released at the end of this statement, before any await.
+        let load = lock(&shared.load).clone();
+        let reported = match &load {
+            Some(report) => {
+                shared
+                    .coordinator
+                    .renew_member_reporting(&shared.runtime_id, &incarnation, lease_ms, report)
+                    .await?
+            }
+            None => None,
+        };
+        if reported.is_none() {
+            shared
+                .store
+                .renew_member(&shared.runtime_id, &incarnation, lease_ms)
+                .await?;
+        }
         shared.guard.renewed(began);
         shared.renewals.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
         shared.renewal_micros.fetch_add(micros, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Sets the load report every following renewal writes with the lease (same statement):
+    /// a cheap in-memory update, nothing is written here.
+    pub fn set_load(&self, report: LoadReport) {
+        *lock(&self.shared.load) = Some(report);
+    }
+
+    /// Changes part of the load report (starting from an empty one), e.g. the running
+    /// transfers while keeping the endpoint and profiles.
+    pub fn update_load(&self, change: impl FnOnce(&mut LoadReport)) {
+        change(lock(&self.shared.load).get_or_insert_with(LoadReport::default));
+    }
+
+    /// The load report the next renewal writes, if any.
+    pub fn load(&self) -> Option<LoadReport> {
+        lock(&self.shared.load).clone()
     }
 
     /// Invalidates the guard, publishes `None`, bumps `lost`.

@@ -88,6 +88,8 @@ fn settings_apply_and_return_to_their_defaults() {
     assert!(live.apply(CHECKPOINT_BYTES, Some("7")));
     assert!(live.apply(CHECKPOINT_INTERVAL, Some("250")));
     assert!(live.apply(BATCH_SIZE, Some("5")));
+    assert!(live.apply(SELECTOR_STRATEGY, Some("least-loaded")));
+    assert_eq!(live.strategy().as_deref(), Some("least-loaded"));
     assert!(live.apply(SELECTOR_STRATEGY, Some("oldest-next")));
     assert_eq!(live.checkpoint_bytes(), 7);
     assert_eq!(live.checkpoint_interval(), Duration::from_millis(250));

@@ -330,3 +330,43 @@ async fn changes_after_a_listing_and_new_incarnations() {
         matches!(&expected[1], MemberChange::Joined(m) if m.incarnation == again.incarnation())
     );
 }
+
+/// The load set on the handle is written by the next renewals (no other statement), and read
+/// back with the store's time; without a load, renewals write none.
+#[tokio::test(start_paused = true)]
+async fn renewals_carry_the_load_report() {
+    let store = Arc::new(MemoryStore::new());
+    let (membership, handle) = membership(&store, "r1");
+    handle.join().await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(membership.run(stopped));
+    advance(RENEW * 2).await;
+    let loads = store.member_loads().await.unwrap();
+    assert_eq!(loads.members.len(), 1);
+    assert!(loads.members[0].report.is_none());
+
+    handle.update_load(|report| {
+        report.endpoint = Some("http://r1/signaling".into());
+        report.profiles = vec!["p".into()];
+    });
+    handle.update_load(|report| {
+        report.running = 4;
+        report.capacity = 10;
+        report.bytes_per_second = 99;
+    });
+    let renewals = handle.renewals();
+    advance(RENEW * 2).await;
+    assert!(handle.renewals() > renewals);
+    let loads = store.member_loads().await.unwrap();
+    let report = loads.members[0].report.clone().unwrap();
+    assert_eq!(report, handle.load().unwrap());
+    assert_eq!(
+        (report.running, report.capacity, report.bytes_per_second),
+        (4, 10, 99)
+    );
+    assert_eq!(report.endpoint.as_deref(), Some("http://r1/signaling"));
+    let age = loads.now - loads.members[0].reported_at.unwrap();
+    assert!(age <= chrono::Duration::milliseconds(500), "{age}");
+    stop.send_replace(true);
+    task.await.unwrap();
+}

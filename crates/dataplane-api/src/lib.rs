@@ -34,6 +34,10 @@
 //! sees and signals its participant's flows (others are 404) and may not use the cluster,
 //! baseline, KV or dataset routes (403). The raw KV API never writes under `dpf/` except the
 //! live settings under `dpf/config/`. Watch streams are capped per replica ([`ApiOptions`]).
+//!
+//! Every request under [`BASE_PATH`] goes through [`api_common::access_log`]: an `X-Request-Id`,
+//! one access-log line (route pattern, never the path) and a sample of
+//! `dpf_http_request_duration_seconds`, which `/metrics` appends to the manager's metrics.
 
 use std::sync::Arc;
 
@@ -92,6 +96,9 @@ pub fn configure_with(
             .app_data(api_common::path_config())
             .service(
                 web::scope(BASE_PATH)
+                    // Every request: request id, access log, histogram (outside the key check,
+                    // so refusals are logged and counted too).
+                    .wrap(actix_web::middleware::from_fn(api_common::access_log))
                     // Open routes.
                     .route("/health", web::get().to(ops::health))
                     .route("/ready", web::get().to(ops::ready))

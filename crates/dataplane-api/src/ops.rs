@@ -22,9 +22,14 @@ pub(crate) async fn ready(plane: Plane) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format: the data plane's metrics, then the HTTP request
+/// histograms ([`api_common::metrics_text`]).
 pub(crate) async fn metrics(plane: Plane) -> ApiResult {
-    let text = plane.metrics_text().await?;
+    let mut text = plane.metrics_text().await?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&api_common::metrics_text());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text))

@@ -139,6 +139,9 @@ impl DataPlane {
     /// As [`DataPlane::begin_ingest`]; `Conflict` when the destination cannot append.
     pub async fn ingest_offset(&self, id: &str, token: Option<&str>) -> Result<u64> {
         let (flow, sink) = self.ingest_flow(id, token).await?;
+        if sink.stages() {
+            return self.staged_offset(&flow).await;
+        }
         sink.resume_point(u64::MAX)
             .await
             .map_err(transfer_to_api)?
@@ -170,7 +173,13 @@ impl DataPlane {
         tokio::sync::oneshot::Receiver<Result<u64>>,
     )> {
         let (flow, sink) = self.ingest_flow(id, token).await?;
-        if let Some(offset) = offset {
+        // A destination that stages its data (a multipart upload) is carried across uploads.
+        let staged = if sink.stages() {
+            Some(self.staged_sink_for(&flow, offset).await?)
+        } else {
+            None
+        };
+        if let (Some(offset), None) = (offset, &staged) {
             let current = sink.resume_point(u64::MAX).await.map_err(transfer_to_api)?;
             if current != Some(offset) {
                 return Err(DataPlaneError::Conflict(format!(
@@ -204,16 +213,27 @@ impl DataPlane {
             None => input,
         };
         let flow_id = flow.id.clone();
+        let plane = self.clone();
+        let staged_flow = flow.clone();
         // The flow completes on the control plane's `completed`; the upload only moves bytes.
         let upload = move |progress| async move {
-            let result = sink.write(counted(input, progress)).await.map_err(|error| {
+            let input = counted(input, progress);
+            let written = match staged {
+                Some(staged) => plane
+                    .write_staged(&staged_flow, staged, input)
+                    .await
+                    .map(|end| end.saturating_sub(offset)),
+                None => sink.write(input).await,
+            };
+            let staged = sink.stages();
+            let result = written.map_err(|error| {
                 if exceeded.load(Ordering::Acquire) {
                     DataPlaneError::TooLarge(error.to_string())
                 } else {
                     transfer_to_api(error)
                 }
             });
-            if result.is_err() && offset > 0 {
+            if result.is_err() && offset > 0 && !staged {
                 // An interrupted append leaves nothing behind: the next HEAD answers the offset
                 // the sender last completed, so each PATCH lands whole or not at all.
                 let rewind = SourceStream {

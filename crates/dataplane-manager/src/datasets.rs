@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use address_policy::AddressPolicy;
-use dataplane_spi::{Coordinator, ResourceAddress, FILE_TYPE, HTTP_DATA_TYPE};
+use dataplane_spi::{Coordinator, ResourceAddress, TransferRegistry, FILE_TYPE, HTTP_DATA_TYPE};
 
 use crate::registry::{SharedRegistry, DATASETS_PREFIX};
 use crate::{DataPlaneError, Entity};
@@ -21,6 +21,9 @@ use crate::{DataPlaneError, Entity};
 pub struct DatasetRegistry {
     datasets: SharedRegistry<ResourceAddress>,
     policy: AddressPolicy,
+    /// The data plane's transfer registry, once shared: validates the addresses of the types
+    /// it checks itself ([`check_with_transfers`]).
+    transfers: OnceLock<TransferRegistry>,
 }
 
 impl Default for DatasetRegistry {
@@ -83,6 +86,30 @@ pub(crate) fn validate_address(
     Ok(())
 }
 
+/// Has `transfers` create the source (`as_sink` false) or sink of `address` once — which sends
+/// nothing — for the types [`validate_address`] leaves to it (not `File`, not `HttpData`): an
+/// object-storage address without its bucket or key, with a malformed `endpointOverride` or
+/// one the address policy refuses, is refused here rather than when its flow first runs.
+///
+/// # Errors
+/// [`DataPlaneError::InvalidInput`] with the factory's reason.
+pub(crate) fn check_with_transfers(
+    transfers: &TransferRegistry,
+    address: &ResourceAddress,
+    as_sink: bool,
+) -> Result<(), DataPlaneError> {
+    let type_name = address.type_name().unwrap_or_default();
+    if matches!(type_name, FILE_TYPE | HTTP_DATA_TYPE) {
+        return Ok(());
+    }
+    let created = if as_sink {
+        transfers.sink(address).map(drop)
+    } else {
+        transfers.source(address).map(drop)
+    };
+    created.map_err(|e| DataPlaneError::InvalidInput(e.to_string()))
+}
+
 impl DatasetRegistry {
     /// An empty registry accepting any address ([`AddressPolicy::unrestricted`]).
     pub fn new() -> Self {
@@ -94,6 +121,7 @@ impl DatasetRegistry {
         Self {
             datasets: SharedRegistry::new(Entity::Dataset, DATASETS_PREFIX),
             policy,
+            transfers: OnceLock::new(),
         }
     }
 
@@ -165,7 +193,16 @@ impl DatasetRegistry {
             ));
         }
         self.datasets.check_id(id)?;
-        check_address(address, known_types, &self.policy)
+        let checked = check_address(address, known_types, &self.policy)?;
+        if let Some(transfers) = self.transfers.get() {
+            check_with_transfers(transfers, &checked, false)?;
+        }
+        Ok(checked)
+    }
+
+    /// Validates addresses with the data plane's `transfers` from now on (source addresses).
+    pub fn use_transfers(&self, transfers: TransferRegistry) {
+        let _ = self.transfers.set(transfers);
     }
 
     /// Adds or replaces a dataset, for the whole cluster.

@@ -29,6 +29,7 @@ mod controlplanes;
 mod datasets;
 mod error;
 mod health;
+pub mod janitor;
 pub mod limits;
 mod metrics;
 mod ownership;
@@ -36,6 +37,7 @@ mod plane;
 pub mod registry;
 pub mod runner;
 mod signaling;
+mod staged_ingest;
 mod view;
 
 /// One transfer attempt with a byte counter and checkpoints; lives in [`runner::pipeline`].

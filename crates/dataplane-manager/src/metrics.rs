@@ -19,6 +19,40 @@ pub struct Metrics {
     pub completed: AtomicU64Counter,
     /// Transfers that failed for good on this replica.
     pub failed: AtomicU64Counter,
+    /// Bytes moved and when, at the last load report (for its bytes per second).
+    pub(crate) load_sample: std::sync::Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+impl Metrics {
+    /// Bytes per second moved since the previous call (0 at the first).
+    pub(crate) fn bytes_per_second(&self) -> u64 {
+        let bytes = crate::runner::pipeline::BYTES_TRANSFERRED.load(Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut sample = self
+            .load_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rate = match *sample {
+            Some((before, at)) => {
+                let seconds = now.saturating_duration_since(at).as_secs_f64();
+                if seconds > 0.0 {
+                    // Rounded to whole bytes per second; a negative delta cannot happen.
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss,
+                        clippy::cast_precision_loss
+                    )]
+                    let rate = (bytes.saturating_sub(before) as f64 / seconds) as u64;
+                    rate
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
+        *sample = Some((bytes, now));
+        rate
+    }
 }
 
 /// A relaxed atomic counter.

@@ -133,8 +133,31 @@ impl DataPlane {
         Ok(())
     }
 
-    /// IDLE without running transfers, HEALTHY with.
+    /// IDLE without running transfers, HEALTHY with; and the load report the next lease
+    /// renewal writes (running transfers, capacity, bytes per second; nothing written here).
     pub(crate) async fn report_load(&self) {
+        let running = self.running_transfers() as u64;
+        let capacity = self.live.max_concurrent();
+        let bytes_per_second = self.metrics.bytes_per_second();
+        let (public_base_url, transfers) = (&self.config.public_base_url, &self.transfers);
+        self.membership.update_load(|report| {
+            report.running = running;
+            report.capacity = capacity;
+            report.bytes_per_second = bytes_per_second;
+            if report.endpoint.is_none() {
+                report.endpoint = Some(format!(
+                    "{}/signaling",
+                    public_base_url.trim_end_matches('/')
+                ));
+            }
+            if report.profiles.is_empty() {
+                report.profiles = vec![
+                    dataplane_spi::HTTP_PUSH.to_owned(),
+                    dataplane_spi::HTTP_PULL.to_owned(),
+                ];
+                report.allowed_source_types = transfers.source_types();
+            }
+        });
         let state = if self.runner.running() > 0 {
             MemberState::Healthy
         } else {

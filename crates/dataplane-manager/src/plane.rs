@@ -45,6 +45,8 @@ pub struct DataPlane {
     pub(crate) config: DataPlaneConfig,
     /// What runs here for each flow (transfer tasks, pull streams, their progress and gates).
     pub(crate) runner: Arc<Runner>,
+    /// Staging sinks of consumer-push flows between their uploads.
+    pub(crate) staged: crate::staged_ingest::StagedSinks,
 }
 
 /// The cluster services of a [`DataPlane`] between [`DataPlane::new`] and [`DataPlane::run`],
@@ -142,6 +144,7 @@ impl DataPlane {
             }),
             None => transfers,
         };
+        datasets.use_transfers(transfers.clone());
         let (options, defaults) = config.cluster_settings();
         let live = Arc::new(LiveSettings::new(defaults));
         let (membership, membership_handle) =
@@ -160,6 +163,11 @@ impl DataPlane {
                 store.clone(),
                 coordinator.clone(),
                 &options,
+            )))
+            .with_duty(Arc::new(crate::janitor::UploadJanitor::new(
+                store.clone(),
+                transfers.clone(),
+                options.housekeeping_interval,
             )));
         let config_watcher = ConfigWatcher::new(
             coordinator.clone(),
@@ -182,6 +190,7 @@ impl DataPlane {
             control_planes,
             callbacks,
             runner: Runner::new(),
+            staged: crate::staged_ingest::StagedSinks::default(),
             config,
         });
         let services = DataPlaneServices {
@@ -319,7 +328,8 @@ impl DataPlane {
     /// Joins the cluster, checks the replica's identity (leaving again when it does not
     /// belong), and spawns the replica's background tasks until the handle is shut down: the
     /// membership renewal (which stops every local transfer when the membership is lost), the
-    /// leader campaign with its duties (reaping, housekeeping, baseline auto-adjust), the
+    /// leader campaign with its duties (reaping, housekeeping, baseline auto-adjust, aborting the
+    /// staged uploads of terminated flows), the
     /// configuration watcher, the baseline refresh, and the ownership loop (claims of unowned
     /// flows, takeovers of flows whose owner died, finishing SUSPENDING/TERMINATING flows this
     /// replica owns).

@@ -74,8 +74,9 @@ pub struct DataFlowView {
 
 /// A flow's addresses and metadata as management views show them: at any depth, the value of
 /// every property whose name looks secret (the rule of `dpf_config::is_secret_key`: `key`,
-/// `secret`, `password`, `token`, `credential`, `auth`; plus `claims`) is masked, and so are
-/// the userinfo and the query of every URL string.
+/// `secret`, `password`, `token`, `credential`, `auth`, `signature`, but not the object keys
+/// `keyName`/`keyPrefix`; plus `claims` and `headers`) is masked, and so are the userinfo and
+/// the query of every URL string.
 pub fn redact(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
@@ -196,7 +197,10 @@ impl DataPlane {
         });
         DataFlowView {
             dps_state: flow.state.dps_name(),
-            retries: if flow.state == DataFlowState::Started {
+            // A consumer-push flow records each upload with a same-state write: no retries.
+            retries: if flow.state == DataFlowState::Started
+                && flow.kind != dataplane_spi::FlowKind::ConsumerPush
+            {
                 flow.state_count - 1
             } else {
                 0
@@ -224,6 +228,39 @@ impl DataPlane {
             source: redact(flow.source),
             destination: flow.destination.map(redact),
             metadata: redact(flow.metadata),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn object_locators_are_shown_and_credentials_masked() {
+        let shown = redact(serde_json::json!({
+            "type": "AmazonS3", "bucketName": "sales", "keyName": "2026/q4.parquet",
+            "keyPrefix": "exports/", "accessKeyId": "AKIA", "secretAccessKey": "s",
+            "sessionToken": "t", "nested": {"blobName": "b", "blobPrefix": "p/",
+            "container": "c", "accountKey": "k", "sasToken": "sv=1", "sharedAccessSignature": "sig",
+            "dbPassword": "pw"},
+        }));
+        assert_eq!(shown["bucketName"], "sales");
+        assert_eq!(shown["keyName"], "2026/q4.parquet");
+        assert_eq!(shown["keyPrefix"], "exports/");
+        assert_eq!(shown["nested"]["blobName"], "b");
+        assert_eq!(shown["nested"]["blobPrefix"], "p/");
+        assert_eq!(shown["nested"]["container"], "c");
+        for secret in [
+            &shown["accessKeyId"],
+            &shown["secretAccessKey"],
+            &shown["sessionToken"],
+            &shown["nested"]["accountKey"],
+            &shown["nested"]["sasToken"],
+            &shown["nested"]["sharedAccessSignature"],
+            &shown["nested"]["dbPassword"],
+        ] {
+            assert_eq!(secret, dpf_config::MASK);
         }
     }
 }

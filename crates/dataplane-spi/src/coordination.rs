@@ -308,4 +308,32 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Backend failures.
     async fn config_revisions(&self) -> CoordinationResult<Vec<(String, i64)>>;
+
+    /// Renews a member's lease exactly as [`crate::DataFlowStore::renew_member`] does and, in
+    /// the same statement, records `report` with the store's time. `Ok(None)` when this
+    /// coordinator keeps no load reports (the caller then renews without one).
+    ///
+    /// # Errors
+    /// [`crate::StoreError::MembershipLost`] as for `renew_member`; backend failures.
+    async fn renew_member_reporting(
+        &self,
+        _runtime_id: &str,
+        _incarnation: &str,
+        _lease_ms: i64,
+        _report: &crate::LoadReport,
+    ) -> crate::StoreResult<Option<crate::Member>> {
+        Ok(None)
+    }
+
+    /// Every member with its last load report, and the store's time; empty when this
+    /// coordinator keeps no load reports.
+    ///
+    /// # Errors
+    /// Backend failures.
+    async fn member_loads(&self) -> crate::StoreResult<crate::MemberLoads> {
+        Ok(crate::MemberLoads {
+            now: Utc::now(),
+            members: Vec::new(),
+        })
+    }
 }

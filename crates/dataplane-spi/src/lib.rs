@@ -42,7 +42,7 @@ pub use coordination::{
 };
 pub use error::{StoreError, StoreResult};
 pub use flow::{Checkpoint, DataFlow, DataFlowState, FlowKind, FlowUpdate, NewDataFlow};
-pub use member::{Member, MemberRegistration};
+pub use member::{LoadReport, Member, MemberLoad, MemberLoads, MemberRegistration};
 pub use messages::{
     ControlPlaneRegistration, DataFlowAddressMessage, DataFlowMessage, DataFlowReasonMessage,
     DataFlowStatusMessage, DataFlowStatusResponseMessage,

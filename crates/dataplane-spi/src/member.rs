@@ -31,3 +31,50 @@ pub struct MemberRegistration {
     /// Initial lifecycle state.
     pub state: String,
 }
+
+/// What a replica publishes with every lease renewal (same statement, no extra write per flow):
+/// its load, and how a selector reaches it. Unknown fields are ignored, new ones default.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoadReport {
+    /// Transfers running on the replica.
+    pub running: u64,
+    /// Most transfers it runs at once (`dpf.dataplane.max-concurrent-flows`); 0 = unlimited.
+    pub capacity: u64,
+    /// Bytes per second moved over the last reporting interval.
+    pub bytes_per_second: u64,
+    /// DPS transfer profiles it supports.
+    pub profiles: Vec<String>,
+    /// Data-plane id it registers with a selector (its runtime id when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataplane_id: Option<String>,
+    /// Base URL of its DPS signaling API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Its labels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Source types it reads (empty = any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_source_types: Vec<String>,
+}
+
+/// A member with the last load report it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLoad {
+    /// The member row.
+    pub member: Member,
+    /// Its last report; `None` before its first reporting renewal.
+    pub report: Option<LoadReport>,
+    /// When the report was written (store clock).
+    pub reported_at: Option<DateTime<Utc>>,
+}
+
+/// Every member with its load, as of the store's `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLoads {
+    /// The store's clock when read.
+    pub now: DateTime<Utc>,
+    /// Members sorted by runtime id.
+    pub members: Vec<MemberLoad>,
+}

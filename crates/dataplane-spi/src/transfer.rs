@@ -152,6 +152,16 @@ pub trait DataSink: Send + Sync + Debug {
         None
     }
 
+    /// Whether the sink stages its data at the destination (a multipart upload) and must be
+    /// driven in steps: [`DataSink::first_point`] or [`DataSink::restore_state`] before the
+    /// first write, its [`DataSink::state`] recorded after each write, [`DataSink::finish`] at
+    /// the end, [`DataSink::abort`] when the flow ends without completing. dpf's ingest
+    /// endpoint (consumer push) carries such a sink across the uploads of a flow. The default
+    /// is `false`.
+    fn stages(&self) -> bool {
+        false
+    }
+
     /// Called once after the last [`DataSink::write`] of a transfer, with the position reached:
     /// a sink that stages data (a multipart upload) commits it here. The default does nothing.
     ///

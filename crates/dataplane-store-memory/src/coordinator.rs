@@ -9,6 +9,24 @@ use crate::MemoryStore;
 
 #[async_trait]
 impl Coordinator for MemoryStore {
+    async fn renew_member_reporting(
+        &self,
+        runtime_id: &str,
+        incarnation: &str,
+        lease_ms: i64,
+        report: &dataplane_spi::LoadReport,
+    ) -> dataplane_spi::StoreResult<Option<dataplane_spi::Member>> {
+        self.with(|state, now| {
+            state
+                .renew_member_reporting(runtime_id, incarnation, lease_ms, report, now)
+                .map(Some)
+        })
+    }
+
+    async fn member_loads(&self) -> dataplane_spi::StoreResult<dataplane_spi::MemberLoads> {
+        self.with(|state, now| Ok(state.member_loads(now)))
+    }
+
     async fn kv_get(&self, key: &str) -> CoordinationResult<Option<KvEntry>> {
         self.coordinate(|state, _| Ok(state.kv.get(key).cloned()))
     }

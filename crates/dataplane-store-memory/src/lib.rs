@@ -74,6 +74,8 @@ struct State {
     compacted: i64,
     leader: Option<Leader>,
     config_revisions: BTreeMap<String, i64>,
+    /// Each member's last load report and when it was written.
+    loads: BTreeMap<String, (dataplane_spi::LoadReport, DateTime<Utc>)>,
 }
 
 impl MemoryStore {

@@ -2,7 +2,10 @@
 //! removal, and the session checks the coordination calls share.
 
 use chrono::{DateTime, Duration, Utc};
-use dataplane_spi::{Member, MemberRegistration, Session, StoreError, StoreResult};
+use dataplane_spi::{
+    LoadReport, Member, MemberLoad, MemberLoads, MemberRegistration, Session, StoreError,
+    StoreResult,
+};
 
 use crate::State;
 
@@ -60,6 +63,7 @@ impl State {
             .is_some_and(|m| m.incarnation == registration.incarnation);
         if !same_incarnation {
             self.release_all(name, now);
+            self.loads.remove(name);
         }
         let member = Member {
             runtime_id: name.to_owned(),
@@ -90,6 +94,40 @@ impl State {
         }
     }
 
+    /// [`Self::renew_member`] recording `report` in the same step.
+    pub(crate) fn renew_member_reporting(
+        &mut self,
+        runtime_id: &str,
+        incarnation: &str,
+        lease_ms: i64,
+        report: &LoadReport,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Member> {
+        let member = self.renew_member(runtime_id, incarnation, lease_ms, now)?;
+        self.loads
+            .insert(runtime_id.to_owned(), (report.clone(), now));
+        Ok(member)
+    }
+
+    /// Every member with its last report.
+    pub(crate) fn member_loads(&self, now: DateTime<Utc>) -> MemberLoads {
+        MemberLoads {
+            now,
+            members: self
+                .members
+                .values()
+                .map(|member| {
+                    let load = self.loads.get(&member.runtime_id);
+                    MemberLoad {
+                        member: member.clone(),
+                        report: load.map(|(report, _)| report.clone()),
+                        reported_at: load.map(|(_, at)| *at),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     pub(crate) fn set_member_state(
         &mut self,
         runtime_id: &str,
@@ -114,6 +152,7 @@ impl State {
         match self.members.get(runtime_id) {
             Some(m) if m.incarnation == incarnation => {
                 self.members.remove(runtime_id);
+                self.loads.remove(runtime_id);
                 Ok(self.release_all(runtime_id, now))
             }
             _ => Err(membership_lost(runtime_id, incarnation)),

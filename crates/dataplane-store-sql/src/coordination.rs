@@ -27,6 +27,22 @@ use rows::{
 
 #[async_trait]
 impl Coordinator for SqlStore {
+    async fn renew_member_reporting(
+        &self,
+        runtime_id: &str,
+        incarnation: &str,
+        lease_ms: i64,
+        report: &dataplane_spi::LoadReport,
+    ) -> dataplane_spi::StoreResult<Option<dataplane_spi::Member>> {
+        self.renew_with_report(runtime_id, incarnation, lease_ms, report)
+            .await
+            .map(Some)
+    }
+
+    async fn member_loads(&self) -> dataplane_spi::StoreResult<dataplane_spi::MemberLoads> {
+        self.select_member_loads().await
+    }
+
     async fn kv_get(&self, key: &str) -> CoordinationResult<Option<KvEntry>> {
         let key = key.to_owned();
         Ok(self

@@ -41,6 +41,89 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Gives up to `max` flows in `states` that `pick` selects to `runtime_id` (epoch + 1), in
+    /// one statement, oldest state change first; nothing unless `runtime_id` holds a valid
+    /// lease. Rows locked by a concurrent picker are skipped, not waited for.
+    async fn pick(
+        &self,
+        pick: Pick,
+        runtime_id: &str,
+        states: &[DataFlowState],
+        max: usize,
+    ) -> StoreResult<Vec<DataFlow>> {
+        if states.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let runtime_id = runtime_id.to_owned();
+        let sql = pick.sql(&state_list(states.iter().map(|s| s.as_str())));
+        Ok(self
+            .run(move |pools| {
+                write_tx!(pools, |conn, backend| {
+                    let query = diesel::sql_query(backend.sql(&sql));
+                    let rows = match pick {
+                        Pick::Unowned => query
+                            .bind::<Text, _>(&runtime_id)
+                            .bind::<BigInt, _>(limit(max))
+                            .bind::<Text, _>(&runtime_id)
+                            .load::<FlowRow>(conn)?,
+                        Pick::Abandoned => query
+                            .bind::<Text, _>(&runtime_id)
+                            .bind::<Text, _>(&runtime_id)
+                            .bind::<BigInt, _>(limit(max))
+                            .bind::<Text, _>(&runtime_id)
+                            .bind::<Text, _>(&runtime_id)
+                            .load::<FlowRow>(conn)?,
+                    };
+                    flows(rows)
+                })
+            })
+            .await?)
+    }
+}
+
+/// Which flows [`DataFlowStore::claim`] and [`DataFlowStore::take_over`] pick.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// Flows nobody owns (released, or created on a replica outside the baseline).
+    Unowned,
+    /// Flows whose owner has no valid member lease (never the picker's own).
+    Abandoned,
+}
+
+impl Pick {
+    /// The statement: a `picked` set, then the update that re-checks each row's owner.
+    fn sql(self, states: &str) -> String {
+        let (picked, still) = match self {
+            Pick::Unowned => (
+                format!(
+                    "SELECT id AS picked_id FROM data_flows \
+                     WHERE runtime_id IS NULL AND state IN ({states}) \
+                       AND EXISTS (SELECT 1 FROM members WHERE runtime_id = ? AND lease_expires_at > {{now}}) \
+                     ORDER BY state_timestamp, id LIMIT ? {{skip_locked}}"
+                ),
+                "data_flows.runtime_id IS NULL",
+            ),
+            Pick::Abandoned => (
+                format!(
+                    "SELECT f.id AS picked_id FROM data_flows f \
+                     WHERE f.runtime_id IS NOT NULL AND f.runtime_id <> ? AND f.state IN ({states}) \
+                       AND NOT EXISTS (SELECT 1 FROM members m WHERE m.runtime_id = f.runtime_id AND m.lease_expires_at > {{now}}) \
+                       AND EXISTS (SELECT 1 FROM members me WHERE me.runtime_id = ? AND me.lease_expires_at > {{now}}) \
+                     ORDER BY f.state_timestamp, f.id LIMIT ? {{skip_locked}}"
+                ),
+                "data_flows.runtime_id IS NOT NULL AND data_flows.runtime_id <> ?",
+            ),
+        };
+        format!(
+            "WITH picked AS ({picked}) \
+             UPDATE data_flows SET runtime_id = ?, epoch = epoch + 1, updated_at = {{now}} \
+             FROM picked WHERE data_flows.id = picked.picked_id AND {still} \
+             RETURNING {FLOW_COLUMNS}"
+        )
+    }
+}
+
 #[async_trait]
 impl DataFlowStore for SqlStore {
     async fn now(&self) -> StoreResult<DateTime<Utc>> {
@@ -181,33 +264,7 @@ impl DataFlowStore for SqlStore {
         states: &[DataFlowState],
         max: usize,
     ) -> StoreResult<Vec<DataFlow>> {
-        if states.is_empty() || max == 0 {
-            return Ok(Vec::new());
-        }
-        let runtime_id = runtime_id.to_owned();
-        let sql = format!(
-            "WITH picked AS ( \
-               SELECT id AS picked_id FROM data_flows \
-               WHERE runtime_id IS NULL AND state IN ({states}) \
-                 AND EXISTS (SELECT 1 FROM members WHERE runtime_id = ? AND lease_expires_at > {{now}}) \
-               ORDER BY state_timestamp, id LIMIT ? {{skip_locked}}) \
-             UPDATE data_flows SET runtime_id = ?, epoch = epoch + 1, updated_at = {{now}} \
-             FROM picked WHERE data_flows.id = picked.picked_id AND data_flows.runtime_id IS NULL \
-             RETURNING {FLOW_COLUMNS}",
-            states = state_list(states.iter().map(|s| s.as_str()))
-        );
-        Ok(self
-            .run(move |pools| {
-                write_tx!(pools, |conn, backend| {
-                    let rows = diesel::sql_query(backend.sql(&sql))
-                        .bind::<Text, _>(&runtime_id)
-                        .bind::<BigInt, _>(limit(max))
-                        .bind::<Text, _>(&runtime_id)
-                        .load::<FlowRow>(conn)?;
-                    flows(rows)
-                })
-            })
-            .await?)
+        self.pick(Pick::Unowned, runtime_id, states, max).await
     }
 
     async fn take_over(
@@ -216,37 +273,7 @@ impl DataFlowStore for SqlStore {
         states: &[DataFlowState],
         max: usize,
     ) -> StoreResult<Vec<DataFlow>> {
-        if states.is_empty() || max == 0 {
-            return Ok(Vec::new());
-        }
-        let runtime_id = runtime_id.to_owned();
-        let sql = format!(
-            "WITH picked AS ( \
-               SELECT f.id AS picked_id FROM data_flows f \
-               WHERE f.runtime_id IS NOT NULL AND f.runtime_id <> ? AND f.state IN ({states}) \
-                 AND NOT EXISTS (SELECT 1 FROM members m WHERE m.runtime_id = f.runtime_id AND m.lease_expires_at > {{now}}) \
-                 AND EXISTS (SELECT 1 FROM members me WHERE me.runtime_id = ? AND me.lease_expires_at > {{now}}) \
-               ORDER BY f.state_timestamp, f.id LIMIT ? {{skip_locked}}) \
-             UPDATE data_flows SET runtime_id = ?, epoch = epoch + 1, updated_at = {{now}} \
-             FROM picked WHERE data_flows.id = picked.picked_id \
-               AND data_flows.runtime_id IS NOT NULL AND data_flows.runtime_id <> ? \
-             RETURNING {FLOW_COLUMNS}",
-            states = state_list(states.iter().map(|s| s.as_str()))
-        );
-        Ok(self
-            .run(move |pools| {
-                write_tx!(pools, |conn, backend| {
-                    let rows = diesel::sql_query(backend.sql(&sql))
-                        .bind::<Text, _>(&runtime_id)
-                        .bind::<Text, _>(&runtime_id)
-                        .bind::<BigInt, _>(limit(max))
-                        .bind::<Text, _>(&runtime_id)
-                        .bind::<Text, _>(&runtime_id)
-                        .load::<FlowRow>(conn)?;
-                    flows(rows)
-                })
-            })
-            .await?)
+        self.pick(Pick::Abandoned, runtime_id, states, max).await
     }
 
     async fn update_owned(

@@ -11,9 +11,18 @@ use selector_spi::{
 use crate::db::{micros, with_conn, write_tx, DbError, Kind};
 use crate::SqlStore;
 
+const INSERT_COLUMNS: &str =
+    "id, endpoint, profiles, allowed_source_types, labels, properties, auth_entry, \
+                       turn_count, last_active, state, created_at, updated_at, ttl_seconds";
+
+/// The columns as read: a selectable instance whose `ttl_seconds` passed since its last
+/// registration reads as UNAVAILABLE (by the database clock).
 const COLUMNS: &str =
     "id, endpoint, profiles, allowed_source_types, labels, properties, auth_entry, \
-                       turn_count, last_active, state, created_at, updated_at";
+     turn_count, last_active, \
+     CASE WHEN ttl_seconds IS NOT NULL AND state IN ('REGISTERED', 'AVAILABLE') \
+       AND updated_at + ttl_seconds * 1000000 <= {now} THEN 'UNAVAILABLE' ELSE state END AS state, \
+     created_at, updated_at, ttl_seconds";
 
 #[derive(QueryableByName)]
 struct InstanceRow {
@@ -41,6 +50,8 @@ struct InstanceRow {
     created_at: i64,
     #[diesel(sql_type = BigInt)]
     updated_at: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    ttl_seconds: Option<i64>,
 }
 
 fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> SelectorResult<T> {
@@ -67,6 +78,8 @@ impl InstanceRow {
             state: InstanceState::parse(&self.state)?,
             created_at: micros(self.created_at),
             updated_at: micros(self.updated_at),
+            ttl_seconds: self.ttl_seconds.and_then(|t| u64::try_from(t).ok()),
+            load: None,
         })
     }
 }
@@ -81,6 +94,7 @@ struct Definition {
     properties: String,
     auth_entry: Option<String>,
     state: Option<String>,
+    ttl_seconds: Option<i64>,
 }
 
 impl Definition {
@@ -101,6 +115,9 @@ impl Definition {
                 .map(encode)
                 .transpose()?,
             state: registration.state.map(|s| s.as_str().to_owned()),
+            ttl_seconds: registration
+                .ttl_seconds
+                .map(|t| i64::try_from(t).unwrap_or(i64::MAX / 1_000_000)),
         })
     }
 }
@@ -133,8 +150,8 @@ impl DataPlaneInstanceStore for SqlStore {
         let result = self
             .run(move |pools| {
                 let sql = format!(
-                    "INSERT INTO dataplane_instances ({COLUMNS}) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}) \
+                    "INSERT INTO dataplane_instances ({INSERT_COLUMNS}) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}, ?) \
                      RETURNING {COLUMNS}"
                 );
                 with_conn!(pools, |conn, backend| {
@@ -147,6 +164,7 @@ impl DataPlaneInstanceStore for SqlStore {
                         .bind::<Text, _>(&d.properties)
                         .bind::<Nullable<Text>, _>(&d.auth_entry)
                         .bind::<Nullable<Text>, _>(&d.state)
+                        .bind::<Nullable<BigInt>, _>(d.ttl_seconds)
                         .load::<InstanceRow>(conn)?;
                     one(rows, &d.id)
                 })
@@ -169,12 +187,12 @@ impl DataPlaneInstanceStore for SqlStore {
         // only decides the `created` flag, which may claim "created" for both of two racing
         // first registrations on PostgreSQL — the stored row is right either way.
         let sql = format!(
-            "INSERT INTO dataplane_instances ({COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}) \
+            "INSERT INTO dataplane_instances ({INSERT_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}, ?) \
              ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint, profiles = excluded.profiles, \
                allowed_source_types = excluded.allowed_source_types, labels = excluded.labels, \
                properties = excluded.properties, auth_entry = excluded.auth_entry, \
-               updated_at = excluded.updated_at, \
+               updated_at = excluded.updated_at, ttl_seconds = excluded.ttl_seconds, \
                state = CASE WHEN ? IS NOT NULL THEN excluded.state \
                             WHEN dataplane_instances.state = 'UNREGISTERED' THEN 'REGISTERED' \
                             ELSE dataplane_instances.state END \
@@ -197,6 +215,7 @@ impl DataPlaneInstanceStore for SqlStore {
                         .bind::<Text, _>(&d.properties)
                         .bind::<Nullable<Text>, _>(&d.auth_entry)
                         .bind::<Nullable<Text>, _>(&d.state)
+                        .bind::<Nullable<BigInt>, _>(d.ttl_seconds)
                         .bind::<Nullable<Text>, _>(&d.state)
                         .load::<InstanceRow>(conn)?;
                     Ok((one(rows, &d.id)?, existing.is_empty()))

@@ -22,6 +22,7 @@ mod coordination;
 mod db;
 mod flows;
 mod instances;
+mod member_loads;
 mod url;
 
 pub use db::{Backend, SqlStore, SqlStoreOptions};

@@ -7,14 +7,33 @@ use crate::Config;
 pub const MASK: &str = "***";
 
 /// Parts of a key name that mark its value as secret (compared ignoring case).
-pub const SECRET_KEY_PARTS: [&str; 6] =
-    ["key", "secret", "password", "token", "credential", "auth"];
+pub const SECRET_KEY_PARTS: [&str; 7] = [
+    "key",
+    "secret",
+    "password",
+    "token",
+    "credential",
+    "auth",
+    "signature",
+];
+
+/// Names that contain a secret part but name no secret: the object keys of object-storage
+/// addresses (`keyName`, `keyPrefix` of EDC's `AmazonS3`), compared ignoring case with the
+/// key's last segment (after the last `.`, `/`, `:` or `#`).
+pub const NOT_SECRET_NAMES: [&str; 2] = ["keyname", "keyprefix"];
 
 /// Whether the value of `key` is a secret: its name contains `key`, `secret`, `password`,
-/// `token`, `credential` or `auth`, ignoring case (`dpf.api.auth.key`, `DB_PASSWORD`,
-/// `edc.dpf.selector.api-key`, `…authorization.type`).
+/// `token`, `credential`, `auth` or `signature`, ignoring case (`dpf.api.auth.key`,
+/// `DB_PASSWORD`, `edc.dpf.selector.api-key`, `…authorization.type`, `accessKeyId`,
+/// `secretAccessKey`, `accountKey`, `sasToken`, `sharedAccessSignature`) — except the object
+/// locators of [`NOT_SECRET_NAMES`] (`keyName`, `keyPrefix`, also as
+/// `dpf.dataset.<id>.keyName` or `https://w3id.org/edc/v0.0.1/ns/keyName`).
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
+    let last = key.rsplit(['.', '/', ':', '#']).next().unwrap_or(&key);
+    if NOT_SECRET_NAMES.contains(&last) {
+        return false;
+    }
     SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
 }
 

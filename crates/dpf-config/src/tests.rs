@@ -122,10 +122,37 @@ fn secret_key_names_are_recognised_ignoring_case() {
         "my.Token",
         "aws.credentials",
         "edc.dpf.selector.pod1.authorization.type",
+        // object-storage credentials
+        "accessKeyId",
+        "secretAccessKey",
+        "sessionToken",
+        "accountKey",
+        "accessKey",
+        "sasToken",
+        "sharedAccessSignature",
+        "https://w3id.org/edc/v0.0.1/ns/secretAccessKey",
+        "dpf.dataset.q4.accountKey",
+        "keyNameSecret",
     ] {
         assert!(is_secret_key(key), "{key}");
     }
-    for key in ["web.http.port", "dpf.store.url", "dpf.log.level"] {
+    for key in [
+        "web.http.port",
+        "dpf.store.url",
+        "dpf.log.level",
+        // object-storage locators
+        "keyName",
+        "KEYPREFIX",
+        "objectName",
+        "objectPrefix",
+        "bucketName",
+        "blobName",
+        "blobPrefix",
+        "container",
+        "account",
+        "https://w3id.org/edc/v0.0.1/ns/keyName",
+        "dpf.dataset.q4.keyPrefix",
+    ] {
         assert!(!is_secret_key(key), "{key}");
     }
 }

@@ -4,6 +4,7 @@
 //! ([`spawn_self_registration`]). Launcher support, so it may use `anyhow`.
 
 mod cli;
+mod cluster_instances;
 mod dataplane;
 mod groups;
 mod logging;
@@ -13,6 +14,7 @@ mod store;
 mod tls;
 
 pub use cli::*;
+pub use cluster_instances::*;
 pub use dataplane::*;
 pub use logging::*;
 pub use process::*;

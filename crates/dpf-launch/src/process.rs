@@ -82,7 +82,18 @@ pub async fn run_data_plane_process(
             }
         };
 
+    let cluster = coordinator.clone();
     let (plane, services) = build_data_plane(&config, flow_store, coordinator, &public)?;
+    // What the replica reports with every heartbeat besides its load: how a selector on the
+    // cluster's store reaches it.
+    let advertised = registration_for(&config, &plane);
+    plane.membership().update_load(|report| {
+        report.dataplane_id = Some(advertised.dataplane_id.to_string());
+        report.endpoint = Some(advertised.endpoint);
+        report.profiles = advertised.profiles;
+        report.labels = advertised.labels;
+        report.allowed_source_types = advertised.allowed_source_types;
+    });
     // Datasets and control planes from configuration join the cluster-wide registries now,
     // like a PUT at start; should the store hiccup, they are written on first use instead.
     for published in [
@@ -102,10 +113,18 @@ pub async fn run_data_plane_process(
 
     let selector: Option<Arc<dyn selector_spi::DataPlaneSelector>> = match mode {
         SelectorMode::Embedded => {
-            let instances: Arc<dyn selector_spi::DataPlaneInstanceStore> = match &sql {
+            let stored: Arc<dyn selector_spi::DataPlaneInstanceStore> = match &sql {
                 Some(store) => Arc::new(store.clone()),
                 None => Arc::new(selector_core::InMemoryInstanceStore::new()),
             };
+            // Instances follow the cluster's members and show their load reports.
+            let instances: Arc<dyn selector_spi::DataPlaneInstanceStore> =
+                crate::ClusterInstances::start(
+                    stored,
+                    cluster,
+                    crate::ClusterInstancesOptions::from_config(&config)?,
+                )
+                .await;
             let registry = selector_core::default_registry_builder()
                 .default_strategy(config.get_or("edc.dpf.selector.strategy", "random"))
                 .build()

@@ -14,8 +14,11 @@
 //!
 //! `/health` and `/openapi.json` are open; every other route requires the API key when one is
 //! configured ([`api_common::ApiKey`], `Authorization: Bearer <key>` or `X-Api-Key: <key>`).
-//! Answers never carry credentials: `authorization.clientSecret` is omitted and any other field
-//! named like a credential shows `***` ([`DataPlaneInstance::redacted`]).
+//! Every request goes through [`api_common::access_log`] (an `X-Request-Id`, one access-log
+//! line with the route pattern, a `dpf_http_request_duration_seconds` sample; the embedded
+//! launcher's `/api/v1/metrics` shows them). Answers never carry credentials:
+//! `authorization.clientSecret` is omitted and any other field named like a credential shows
+//! `***` ([`DataPlaneInstance::redacted`]).
 //!
 //! This crate holds no business logic: it decodes requests, calls a [`DataPlaneSelector`] and
 //! maps [`SelectorError`]s to HTTP in one place ([`ApiError`]). Every error is JSON:
@@ -28,6 +31,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use selector_spi::{DataPlaneInstance, DataPlaneRegistration, DataPlaneSelector, SelectionRequest};
 use serde::Serialize;
@@ -66,21 +70,26 @@ pub fn configure_at(
             .app_data(json_config())
             .app_data(api_common::query_config())
             .app_data(api_common::path_config())
+            // Every service: request id, access log, histogram (outside the key check, so
+            // refusals are logged and counted too).
             // Open: liveness and the API description.
             .service(
                 web::resource(format!("{base}/health"))
+                    .wrap(from_fn(api_common::access_log))
                     .route(web::get().to(health))
                     .default_service(web::to(not_found_handler)),
             )
             .service(
                 web::resource(format!("{base}/openapi.json"))
+                    .wrap(from_fn(api_common::access_log))
                     .route(web::get().to(openapi))
                     .default_service(web::to(not_found_handler)),
             )
             // Everything else: behind the key.
             .service(
                 web::scope(base)
-                    .wrap(actix_web::middleware::from_fn(api_common::require_api_key))
+                    .wrap(from_fn(api_common::require_api_key))
+                    .wrap(from_fn(api_common::access_log))
                     .route("/strategies", web::get().to(strategies))
                     .route("/dataplanes/select", web::post().to(select))
                     .route("/dataplanes", admin(web::put().to(register)))

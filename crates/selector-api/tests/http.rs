@@ -217,7 +217,7 @@ async fn select_errors_name_what_was_asked() {
     assert_eq!(body["code"], "UNKNOWN_STRATEGY");
     assert_eq!(
         body["error"],
-        "unknown selection strategy 'nope'; known strategies: oldest-next, random, round-robin"
+        "unknown selection strategy 'nope'; known strategies: least-loaded, oldest-next, random, round-robin"
     );
 
     let response = test::call_service(
@@ -258,7 +258,7 @@ async fn health_strategies_openapi_and_unknown_routes() {
     let body: Value = test::read_body_json(response).await;
     assert_eq!(
         body,
-        json!({"strategies": ["oldest-next", "random", "round-robin"], "default": "random"})
+        json!({"strategies": ["least-loaded", "oldest-next", "random", "round-robin"], "default": "random"})
     );
 
     let response = test::call_service(

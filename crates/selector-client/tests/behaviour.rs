@@ -227,7 +227,13 @@ pub async fn unknown_strategy_lists_known_names(client: Box<dyn SelectorClient>)
             assert_eq!(name, "fastest");
             assert_eq!(
                 known,
-                vec!["last-by-id", "oldest-next", "random", "round-robin"]
+                vec![
+                    "last-by-id",
+                    "least-loaded",
+                    "oldest-next",
+                    "random",
+                    "round-robin"
+                ]
             );
         }
         other => panic!("expected UnknownStrategy, got {other:?}"),
@@ -235,7 +241,13 @@ pub async fn unknown_strategy_lists_known_names(client: Box<dyn SelectorClient>)
     let strategies = client.strategies().await.unwrap();
     assert_eq!(
         strategies,
-        vec!["last-by-id", "oldest-next", "random", "round-robin"]
+        vec![
+            "last-by-id",
+            "least-loaded",
+            "oldest-next",
+            "random",
+            "round-robin"
+        ]
     );
 }
 

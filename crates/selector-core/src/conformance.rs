@@ -163,6 +163,28 @@ pub async fn sequences_are_atomic(store: Arc<dyn DataPlaneInstanceStore>) {
     assert_eq!(all, (0..100).collect::<Vec<u64>>());
 }
 
+/// A registration with `ttlSeconds` that is not renewed reads as UNAVAILABLE once the TTL
+/// passed, and as before after a renewal (a registration again); the TTL round-trips.
+pub async fn ttl_expires_until_renewed(store: Arc<dyn DataPlaneInstanceStore>) {
+    let mut registration = registration("ttl");
+    registration.ttl_seconds = Some(1);
+    let (created, _) = store.upsert(&registration).await.unwrap();
+    assert_eq!(created.ttl_seconds, Some(1));
+    assert_eq!(created.state, InstanceState::Registered);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let expired = store.find("ttl").await.unwrap().unwrap();
+    assert_eq!(expired.state, InstanceState::Unavailable);
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed[0].state, InstanceState::Unavailable);
+    let (renewed, created) = store.upsert(&registration).await.unwrap();
+    assert!(!created);
+    assert_eq!(renewed.state, InstanceState::Registered);
+    assert_eq!(
+        store.find("ttl").await.unwrap().unwrap().state,
+        InstanceState::Registered
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance case. `$factory` is an async expression
 /// evaluating to a fresh, empty `Arc<dyn DataPlaneInstanceStore>`.
 #[macro_export]
@@ -176,6 +198,7 @@ macro_rules! instance_store_conformance {
             record_selection_counts_turns,
             set_state_persists,
             sequences_are_atomic,
+            ttl_expires_until_renewed,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

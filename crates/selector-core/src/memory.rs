@@ -81,11 +81,26 @@ impl DataPlaneInstanceStore for InMemoryInstanceStore {
     }
 
     async fn find(&self, id: &str) -> SelectorResult<Option<DataPlaneInstance>> {
-        self.with_state(|state| state.instances.get(id).cloned())
+        let now = Utc::now();
+        self.with_state(|state| {
+            state
+                .instances
+                .get(id)
+                .cloned()
+                .map(|i| i.with_ttl_applied(now))
+        })
     }
 
     async fn list(&self) -> SelectorResult<Vec<DataPlaneInstance>> {
-        self.with_state(|state| state.instances.values().cloned().collect())
+        let now = Utc::now();
+        self.with_state(|state| {
+            state
+                .instances
+                .values()
+                .cloned()
+                .map(|i| i.with_ttl_applied(now))
+                .collect()
+        })
     }
 
     async fn delete(&self, id: &str) -> SelectorResult<()> {

@@ -87,13 +87,14 @@ impl SelectionStrategy for OldestNextStrategy {
     }
 }
 
-/// A registry builder holding the three built-in strategies, with `random` as default.
+/// A registry builder holding the four built-in strategies, with `random` as default.
 /// Embedders add their own strategies to it before building.
 pub fn default_registry_builder() -> StrategyRegistryBuilder {
-    let builtins: [Arc<dyn SelectionStrategy>; 3] = [
+    let builtins: [Arc<dyn SelectionStrategy>; 4] = [
         Arc::new(RandomStrategy),
         Arc::new(RoundRobinStrategy),
         Arc::new(OldestNextStrategy),
+        Arc::new(crate::LeastLoadedStrategy),
     ];
     builtins
         .into_iter()

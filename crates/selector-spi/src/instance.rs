@@ -239,6 +239,14 @@ pub struct DataPlaneInstance {
     pub created_at: DateTime<Utc>,
     /// When its definition or state last changed (store clock).
     pub updated_at: DateTime<Utc>,
+    /// Seconds after its last registration (or state change) at which an instance that did
+    /// not register again is UNAVAILABLE; none = no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Its last load report with its age, when the selector knows one (a selector on the
+    /// cluster's store reads them from the members table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::InstanceLoad>,
 }
 
 impl DataPlaneInstance {
@@ -257,7 +265,26 @@ impl DataPlaneInstance {
             state: registration.state.unwrap_or_default(),
             created_at: now,
             updated_at: now,
+            ttl_seconds: registration.ttl_seconds,
+            load: None,
         }
+    }
+
+    /// Whether its registration outlived its `ttlSeconds` at `now` without being renewed.
+    pub fn ttl_expired(&self, now: DateTime<Utc>) -> bool {
+        self.ttl_seconds.is_some_and(|ttl| {
+            let ttl = chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 1_000_000));
+            self.updated_at + ttl <= now
+        })
+    }
+
+    /// This instance as seen at `now`: a selectable instance whose TTL expired is UNAVAILABLE.
+    #[must_use]
+    pub fn with_ttl_applied(mut self, now: DateTime<Utc>) -> Self {
+        if self.state.is_selectable() && self.ttl_expired(now) {
+            self.state = InstanceState::Unavailable;
+        }
+        self
     }
 
     /// Replaces the definition (endpoint, profiles, labels, ...) with a new registration,
@@ -339,6 +366,10 @@ pub struct DataPlaneRegistration {
     /// dpf extension: initial or new state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<InstanceState>,
+    /// dpf extension: seconds after which the instance is UNAVAILABLE unless it registers
+    /// again (a registration renews it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
 }
 
 impl DataPlaneRegistration {
@@ -353,6 +384,7 @@ impl DataPlaneRegistration {
             allowed_source_types: Vec::new(),
             properties: BTreeMap::new(),
             state: None,
+            ttl_seconds: None,
         }
     }
 
@@ -399,6 +431,11 @@ impl DataPlaneRegistration {
                     self.endpoint
                 )))
             }
+        }
+        if self.ttl_seconds == Some(0) {
+            return Err(SelectorError::InvalidInput(
+                "ttlSeconds must be positive (omit it for no expiry)".into(),
+            ));
         }
         for (field, values) in [
             ("profiles", &self.profiles),

@@ -14,6 +14,7 @@
 
 mod error;
 mod instance;
+mod load;
 mod registry;
 mod request;
 mod selector;
@@ -25,6 +26,7 @@ pub use instance::{
     is_credential_name, AuthorizationEntry, DataPlaneId, DataPlaneInstance, DataPlaneRegistration,
     InstanceState, REDACTED,
 };
+pub use load::InstanceLoad;
 pub use registry::{StrategyRegistry, StrategyRegistryBuilder, DEFAULT_STRATEGY};
 pub use request::SelectionRequest;
 pub use selector::{CandidateFilter, DataPlaneSelector};

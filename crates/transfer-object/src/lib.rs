@@ -42,6 +42,7 @@ mod errors;
 mod prefix_sink;
 mod sink;
 mod source;
+mod staged;
 mod tar;
 #[cfg(test)]
 mod tests;
@@ -113,68 +114,73 @@ impl ObjectOptions {
     }
 }
 
-/// Creates sources for `AmazonS3` or `AzureStorage` addresses.
+/// What both factories hold: the address type, the policy that checks connections, the tuning.
 #[derive(Debug, Clone)]
-pub struct ObjectSourceFactory {
+struct Setup {
     type_name: &'static str,
     policy: AddressPolicy,
     options: ObjectOptions,
 }
 
+impl Setup {
+    fn target(
+        &self,
+        address: &ResourceAddress,
+        role: address::Role,
+    ) -> Result<address::Target, TransferError> {
+        address::Target::parse(address, &self.policy, role)
+    }
+}
+
+/// Creates sources for `AmazonS3` or `AzureStorage` addresses.
+#[derive(Debug, Clone)]
+pub struct ObjectSourceFactory(Setup);
+
 impl ObjectSourceFactory {
     /// Sources of `type_name` ([`S3_TYPE`] or [`AZURE_TYPE`]) whose connections `policy` checks.
     pub fn new(type_name: &'static str, policy: AddressPolicy, options: ObjectOptions) -> Self {
-        Self {
+        Self(Setup {
             type_name,
             policy,
             options,
-        }
+        })
     }
 }
 
 impl DataSourceFactory for ObjectSourceFactory {
     fn type_name(&self) -> &str {
-        self.type_name
+        self.0.type_name
     }
 
     fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSource>, TransferError> {
-        let target = address::Target::parse(address, &self.policy, address::Role::Source)?;
-        Ok(Box::new(source::ObjectSource::new(target, self.options)))
+        let target = self.0.target(address, address::Role::Source)?;
+        Ok(Box::new(source::ObjectSource::new(target, self.0.options)))
     }
 }
 
 /// Creates sinks for `AmazonS3` or `AzureStorage` addresses.
 #[derive(Debug, Clone)]
-pub struct ObjectSinkFactory {
-    type_name: &'static str,
-    policy: AddressPolicy,
-    options: ObjectOptions,
-}
+pub struct ObjectSinkFactory(Setup);
 
 impl ObjectSinkFactory {
     /// Sinks of `type_name` ([`S3_TYPE`] or [`AZURE_TYPE`]) whose connections `policy` checks.
     pub fn new(type_name: &'static str, policy: AddressPolicy, options: ObjectOptions) -> Self {
-        Self {
-            type_name,
-            policy,
-            options,
-        }
+        Self(ObjectSourceFactory::new(type_name, policy, options).0)
     }
 }
 
 impl DataSinkFactory for ObjectSinkFactory {
     fn type_name(&self) -> &str {
-        self.type_name
+        self.0.type_name
     }
 
     fn create(&self, address: &ResourceAddress) -> Result<Box<dyn DataSink>, TransferError> {
-        let target = address::Target::parse(address, &self.policy, address::Role::Sink)?;
+        let target = self.0.target(address, address::Role::Sink)?;
+        let options = self.0.options;
         Ok(match target.selection.clone() {
-            address::Selection::Key(key) => {
-                Box::new(sink::ObjectSink::new(target, key, self.options))
-            }
+            address::Selection::Key(key) => Box::new(sink::ObjectSink::new(target, key, options)),
             address::Selection::Prefix(prefix) => {
-                Box::new(prefix_sink::PrefixSink::new(target, prefix, self.options))
+                Box::new(prefix_sink::PrefixSink::new(target, prefix, options))
             }
         })
     }

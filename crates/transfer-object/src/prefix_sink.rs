@@ -3,8 +3,6 @@
 //! completed and the number completed: a later attempt continues there (per object; an object
 //! cut by the interruption is written again from its start).
 
-use std::sync::Mutex as StdMutex;
-
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use dataplane_spi::{DataSink, SourceStream, TransferError};
@@ -15,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::Target;
 use crate::errors::translate;
+use crate::staged::{self, Snapshot};
 use crate::tar::{self, Entry, BLOCK};
 use crate::ObjectOptions;
 
@@ -76,7 +75,7 @@ pub(crate) struct PrefixSink {
     prefix: String,
     options: ObjectOptions,
     inner: tokio::sync::Mutex<Inner>,
-    snapshot: StdMutex<Option<String>>,
+    snapshot: Snapshot,
 }
 
 impl PrefixSink {
@@ -86,14 +85,12 @@ impl PrefixSink {
             prefix,
             options,
             inner: tokio::sync::Mutex::new(Inner::default()),
-            snapshot: StdMutex::new(None),
+            snapshot: Snapshot::default(),
         }
     }
 
     fn publish(&self, inner: &Inner) {
-        if let Ok(mut snapshot) = self.snapshot.lock() {
-            *snapshot = serde_json::to_string(&inner.state).ok();
-        }
+        self.snapshot.publish(&inner.state);
     }
 
     /// The destination of an archive entry: refused when it would leave the prefix.
@@ -306,12 +303,7 @@ impl DataSink for PrefixSink {
     }
 
     fn restore_state(&self, state: &str) -> Result<(), TransferError> {
-        let state: State = serde_json::from_str(state).map_err(|e| {
-            TransferError::Rejected(format!("an unreadable prefix state in the checkpoint: {e}"))
-        })?;
-        let mut inner = self.inner.try_lock().map_err(|_| {
-            TransferError::Transient("the sink is busy; its state cannot be restored now".into())
-        })?;
+        let (state, mut inner): (State, _) = staged::restore(state, "prefix", &self.inner)?;
         inner.position = state.next;
         inner.state = state;
         inner.staged = true;
@@ -319,8 +311,12 @@ impl DataSink for PrefixSink {
         Ok(())
     }
 
+    fn stages(&self) -> bool {
+        true
+    }
+
     fn state(&self) -> Option<String> {
-        self.snapshot.lock().ok().and_then(|s| s.clone())
+        self.snapshot.get()
     }
 
     async fn finish(&self, _position: u64) -> Result<(), TransferError> {

@@ -11,7 +11,6 @@
 //! refused ([`not_staged`]).
 
 use std::collections::VecDeque;
-use std::sync::Mutex as StdMutex;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -25,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::address::Target;
 use crate::errors::translate;
+use crate::staged::{self, Snapshot};
 use crate::ObjectOptions;
 
 /// The recorded state: the upload and its acknowledged parts, in order.
@@ -69,12 +69,12 @@ impl Inner {
     }
 }
 
-/// A write that is not driven by the pipeline (dpf's ingest endpoint, whose tus PATCHes each
-/// create a new sink) cannot carry a multipart upload from one request to the next: refused,
-/// rather than completing an object from the first request alone.
+/// A write by a caller that does not drive the sink in steps ([`DataSink::stages`]: first
+/// `first_point` or `restore_state`, then `finish`) could not carry a multipart upload to its
+/// end: refused, rather than completing an object from the first write alone.
 pub(crate) fn not_staged(shown: &str) -> TransferError {
     TransferError::Rejected(format!(
-        "{shown} is written by the data plane's own transfer (consumer pull, or a provider flow with an object-storage destination); uploads to the ingest endpoint (consumer push) cannot land in object storage yet"
+        "{shown} stages its data: the writer must start it with first_point or restore_state and complete it with finish"
     ))
 }
 
@@ -85,7 +85,7 @@ pub(crate) struct ObjectSink {
     key: Path,
     options: ObjectOptions,
     inner: tokio::sync::Mutex<Inner>,
-    snapshot: StdMutex<Option<String>>,
+    snapshot: Snapshot,
 }
 
 impl ObjectSink {
@@ -102,15 +102,12 @@ impl ObjectSink {
             key,
             options,
             inner: tokio::sync::Mutex::new(inner),
-            snapshot: StdMutex::new(None),
+            snapshot: Snapshot::default(),
         }
     }
 
     fn publish(&self, inner: &Inner) {
-        let json = serde_json::to_string(&inner.state).ok();
-        if let Ok(mut snapshot) = self.snapshot.lock() {
-            *snapshot = json;
-        }
+        self.snapshot.publish(&inner.state);
     }
 
     fn fail(&self, what: &str, error: &object_store::Error) -> TransferError {
@@ -269,9 +266,7 @@ impl ObjectSink {
             part_size: inner.state.part_size,
             ..State::default()
         };
-        if let Ok(mut snapshot) = self.snapshot.lock() {
-            *snapshot = None;
-        }
+        self.snapshot.clear();
         Ok(())
     }
 
@@ -328,12 +323,7 @@ impl DataSink for ObjectSink {
     }
 
     fn restore_state(&self, state: &str) -> Result<(), TransferError> {
-        let state: State = serde_json::from_str(state).map_err(|e| {
-            TransferError::Rejected(format!("an unreadable upload state in the checkpoint: {e}"))
-        })?;
-        let mut inner = self.inner.try_lock().map_err(|_| {
-            TransferError::Transient("the sink is busy; its state cannot be restored now".into())
-        })?;
+        let (state, mut inner): (State, _) = staged::restore(state, "upload", &self.inner)?;
         inner.state = state;
         inner.staged = true;
         inner.position = inner.acked_end();
@@ -341,8 +331,12 @@ impl DataSink for ObjectSink {
         Ok(())
     }
 
+    fn stages(&self) -> bool {
+        true
+    }
+
     fn state(&self) -> Option<String> {
-        self.snapshot.lock().ok().and_then(|s| s.clone())
+        self.snapshot.get()
     }
 
     async fn finish(&self, _position: u64) -> Result<(), TransferError> {

@@ -261,7 +261,8 @@ pub struct SelectArgs {
     /// A label the data plane must have (repeatable).
     #[arg(long = "label", value_name = "LABEL")]
     pub labels: Vec<String>,
-    /// Selection strategy (default: the selector's).
+    /// Selection strategy: random, round-robin, oldest-next, least-loaded or a custom one
+    /// (default: the selector's).
     #[arg(long)]
     pub strategy: Option<String>,
     /// Dataset id, passed on to strategies.

@@ -11,12 +11,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::api::{http_error, Api};
 use crate::cli::ClusterCommand;
 use crate::output::OutputFormat;
+use crate::sse;
 
 mod config;
 mod kv;
@@ -94,6 +96,30 @@ fn status_of(error: &anyhow::Error) -> Option<StatusCode> {
 /// An API's 4xx answer: retrying the same request cannot help.
 fn is_client_error(error: &anyhow::Error) -> bool {
     status_of(error).is_some_and(|s| s.is_client_error())
+}
+
+/// Reads the server-sent events of a watch's `response` into `on_event` until the stream breaks
+/// and returns why it broke (the caller says so and reconnects); an error of `on_event` ends the
+/// watch. Data that arrives resets `backoff`.
+async fn read_events(
+    response: reqwest::Response,
+    backoff: &mut Backoff,
+    mut on_event: impl FnMut(sse::Event) -> Result<()>,
+) -> Result<String> {
+    let mut parser = sse::Parser::new();
+    let mut body = response.bytes_stream();
+    loop {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                backoff.reset();
+                for event in parser.push(&chunk) {
+                    on_event(event)?;
+                }
+            }
+            Some(Err(error)) => return Ok(innermost_cause(&error)),
+            None => return Ok("the data plane ended the stream".to_owned()),
+        }
+    }
 }
 
 fn innermost_cause(error: &reqwest::Error) -> String {

@@ -11,7 +11,9 @@ use crate::cli::{
     expand_profile, ControlplaneCommand, DataplaneCommand, DatasetCommand, FlowCommand,
     RegisterArgs, SelectArgs,
 };
-use crate::output::{cell, print_json, print_object, print_table, short_profile, OutputFormat};
+use crate::output::{
+    cell, load_cells, print_json, print_object, print_table, short_profile, OutputFormat,
+};
 use crate::watch::{watch, Watched};
 
 /// A new DPS message id.
@@ -148,16 +150,24 @@ pub async fn dataplane(url: &str, command: DataplaneCommand, output: OutputForma
                     let rows: Vec<Vec<String>> = as_list(&value)
                         .iter()
                         .map(|i| {
+                            let (load, age) = load_cells(i.get("load"));
                             vec![
                                 cell(i.get("id")),
                                 cell(i.get("state")),
+                                load,
+                                age,
                                 cell(i.get("endpoint")),
                                 cell(i.get("profiles")),
                                 cell(i.get("labels")),
                             ]
                         })
                         .collect();
-                    print_table(&["ID", "STATE", "ENDPOINT", "PROFILES", "LABELS"], &rows);
+                    print_table(
+                        &[
+                            "ID", "STATE", "LOAD", "REPORTED", "ENDPOINT", "PROFILES", "LABELS",
+                        ],
+                        &rows,
+                    );
                 }
             }
         }
@@ -226,9 +236,16 @@ pub async fn select(url: &str, args: SelectArgs, output: OutputFormat) -> Result
         .map_err(|e| selector_error(url, e))?;
     match output {
         OutputFormat::Json => print_json(&to_value(&instance)?),
-        OutputFormat::Text => {
-            println!("{}  {}", instance.id.as_str(), instance.endpoint);
-        }
+        OutputFormat::Text => match &instance.load {
+            Some(load) if load.at_capacity => println!(
+                "{}  {}  (every candidate is at capacity: {}/{} running)",
+                instance.id.as_str(),
+                instance.endpoint,
+                load.running,
+                load.capacity
+            ),
+            _ => println!("{}  {}", instance.id.as_str(), instance.endpoint),
+        },
     }
     Ok(())
 }

@@ -107,3 +107,56 @@ mod tests {
         );
     }
 }
+
+/// The LOAD and REPORTED cells of an instance's `load` object: `running/capacity` (`∞` for
+/// unlimited) with the bytes per second, and the report's age (`stale` when older than three
+/// heartbeats); `-` without a report.
+pub fn load_cells(load: Option<&Value>) -> (String, String) {
+    let Some(load) = load.filter(|l| l.is_object()) else {
+        return ("-".into(), "-".into());
+    };
+    let number = |name: &str| load.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let capacity = match number("capacity") {
+        0 => "∞".to_owned(),
+        n => n.to_string(),
+    };
+    let mut text = format!(
+        "{}/{capacity} {}B/s",
+        number("running"),
+        number("bytesPerSecond")
+    );
+    if load.get("atCapacity").and_then(Value::as_bool) == Some(true) {
+        text.push_str(" full");
+    }
+    #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
+    let seconds = number("ageMs") as f64 / 1000.0;
+    let mut age = format!("{seconds:.1}s ago");
+    if load.get("stale").and_then(Value::as_bool) == Some(true) {
+        age.push_str(" (stale)");
+    }
+    (text, age)
+}
+
+#[cfg(test)]
+mod load_tests {
+    use serde_json::json;
+
+    use super::load_cells;
+
+    #[test]
+    fn load_cells_show_running_capacity_and_age() {
+        assert_eq!(load_cells(None), ("-".into(), "-".into()));
+        let load = json!({"running": 3, "capacity": 0, "bytesPerSecond": 10, "ageMs": 1500,
+                          "stale": true, "atCapacity": false});
+        assert_eq!(
+            load_cells(Some(&load)),
+            ("3/∞ 10B/s".into(), "1.5s ago (stale)".into())
+        );
+        let full = json!({"running": 2, "capacity": 2, "bytesPerSecond": 0, "ageMs": 100,
+                          "stale": false, "atCapacity": true});
+        assert_eq!(
+            load_cells(Some(&full)),
+            ("2/2 0B/s full".into(), "0.1s ago".into())
+        );
+    }
+}

@@ -9,7 +9,8 @@
 //!
 //! Configuration keys (see `docs/configuration.md`): `web.http.host`, `web.http.port`
 //! (0 = any free port), `web.http.workers`, `dpf.store.url`, `dpf.store.pool.size`,
-//! `edc.dpf.selector.strategy`,
+//! `edc.dpf.selector.strategy`, `dpf.selector.load.refresh-interval`,
+//! `dpf.selector.load.stale-after`,
 //! `edc.dpf.selector.<alias>.<property>` for seeding, `dpf.log.level`, `dpf.log.format`,
 //! and for security `edc.dpf.selector.api-key` (else `dpf.api.auth.key`),
 //! `dpf.api.auth.disabled`, `dpf.tls.cert`, `dpf.tls.key`, `dpf.http.insecure`,
@@ -69,7 +70,15 @@ async fn main() -> anyhow::Result<()> {
 
     let sql = open_sql_store(&config).await?;
     let store: Arc<dyn DataPlaneInstanceStore> = match &sql {
-        Some(store) => Arc::new(store.clone()),
+        // On a cluster's store, instances follow its members (and show their load reports).
+        Some(store) => {
+            dpf_launch::ClusterInstances::start(
+                Arc::new(store.clone()),
+                Arc::new(store.clone()),
+                dpf_launch::ClusterInstancesOptions::from_config(&config)?,
+            )
+            .await
+        }
         None => Arc::new(InMemoryInstanceStore::new()),
     };
     let registry = default_registry_builder()

@@ -26,4 +26,5 @@ mod roles;
 mod rolling;
 mod security;
 mod selector_down;
+mod selector_load;
 mod tls;

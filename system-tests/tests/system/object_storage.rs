@@ -22,6 +22,8 @@ use system_tests::{
     DataServer, Launcher, PULL, PUSH,
 };
 
+mod bad_addresses;
+
 const MIB: u64 = 1024 * 1024;
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
 
@@ -44,59 +46,136 @@ fn plane(dir: &std::path::Path, name: &str, extra: &[&str]) -> Launcher {
     Launcher::start("dataplane-launcher", &args, &[], &dir)
 }
 
+/// Two data planes and a moto server whose bucket `source` holds `in/big.bin` (256 MiB,
+/// served by the provider as dataset `big`), and an empty bucket `destination`.
+struct TwoPlanes {
+    _dir: tempfile::TempDir,
+    moto: MotoServer,
+    provider: Launcher,
+    consumer: Launcher,
+    size: u64,
+    expected: String,
+}
+
+impl TwoPlanes {
+    async fn start(destination: &str, seed: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let moto = MotoServer::start(dir.path());
+        moto.create_bucket("source").await;
+        moto.create_bucket(destination).await;
+        let size = 256 * MIB;
+        let expected = put_pattern(&moto.store("source"), "in/big.bin", size, seed).await;
+        let provider = plane(dir.path(), "provider", &[]);
+        let consumer = plane(dir.path(), "consumer", &[]);
+        put_dataset(
+            &provider.base_url,
+            "big",
+            &moto.address("source", "in/big.bin"),
+        )
+        .await;
+        Self {
+            _dir: dir,
+            moto,
+            provider,
+            consumer,
+            size,
+            expected,
+        }
+    }
+
+    /// The copy `bucket/key` is byte-identical, no upload is left, and each data plane's peak
+    /// RSS stayed under the limit.
+    async fn check(&self, what: &str, bucket: &str, key: &str, elapsed: Duration) {
+        let (actual_size, actual) = object_sha256(&self.moto.store(bucket), key).await;
+        assert_eq!(actual_size, self.size);
+        assert_eq!(actual, self.expected, "the copy differs from the source");
+        assert_eq!(self.moto.incomplete_uploads(bucket).await, 0);
+        let (p, c) = (self.provider.peak_rss_kib(), self.consumer.peak_rss_kib());
+        println!(
+            "{what}, {} MiB: {:.1} s ({:.0} MiB/s); peak RSS provider {} MiB, consumer {} MiB (limit {} MiB)",
+            self.size / MIB,
+            elapsed.as_secs_f64(),
+            (self.size / MIB) as f64 / elapsed.as_secs_f64(),
+            p / 1024,
+            c / 1024,
+            RSS_LIMIT_KIB / 1024
+        );
+        assert!(p < RSS_LIMIT_KIB, "provider peak RSS {p} KiB");
+        assert!(c < RSS_LIMIT_KIB, "consumer peak RSS {c} KiB");
+    }
+}
+
 /// Item 1: S3 → provider dpf → HTTP → consumer dpf → S3 (another bucket), byte-identical, each
 /// data plane's peak RSS under 200 MiB. 256 MiB instead of 1 GiB (see the module docs). The
 /// HTTP hop is the pull profile: the consumer's pipeline owns the multipart upload and
-/// checkpoints it. A provider *push* into an object destination goes through the consumer's
-/// tus ingest endpoint, which does not carry a sink's state between PATCHes yet
-/// (docs/object-storage.md, "Limits").
+/// checkpoints it (the push profile: the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_to_s3_across_two_data_planes_with_bounded_memory() {
     let _serial = system_tests::serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let moto = MotoServer::start(dir.path());
-    moto.create_bucket("source").await;
-    moto.create_bucket("destination").await;
-    let size = 256 * MIB;
-    let expected = put_pattern(&moto.store("source"), "in/big.bin", size, 1).await;
-    let provider = plane(dir.path(), "provider", &[]);
-    let consumer = plane(dir.path(), "consumer", &[]);
-    put_dataset(
-        &provider.base_url,
-        "big",
-        &moto.address("source", "in/big.bin"),
-    )
-    .await;
-
+    let w = TwoPlanes::start("destination", 1).await;
     let began = Instant::now();
     let id = pull_between(
-        &provider.base_url,
-        &consumer.base_url,
+        &w.provider.base_url,
+        &w.consumer.base_url,
         "s3s3",
         "big",
-        &moto.address("destination", "out/copy.bin"),
+        &w.moto.address("destination", "out/copy.bin"),
     )
     .await;
-    let view = completed(&consumer.base_url, &id, Duration::from_secs(600)).await;
+    let view = completed(&w.consumer.base_url, &id, Duration::from_secs(600)).await;
     let elapsed = began.elapsed();
-    assert_eq!(view["bytesTransferred"], size);
-    let (actual_size, actual) = object_sha256(&moto.store("destination"), "out/copy.bin").await;
-    assert_eq!(actual_size, size);
-    assert_eq!(actual, expected, "the copy differs from the source");
-    assert_eq!(moto.incomplete_uploads("destination").await, 0);
+    assert_eq!(view["bytesTransferred"], w.size);
+    w.check(
+        "S3 → S3 across two data planes",
+        "destination",
+        "out/copy.bin",
+        elapsed,
+    )
+    .await;
+}
 
-    let (p, c) = (provider.peak_rss_kib(), consumer.peak_rss_kib());
-    println!(
-        "S3 → S3 across two data planes, {} MiB: {:.1} s ({:.0} MiB/s); peak RSS provider {} MiB, consumer {} MiB (limit {} MiB)",
-        size / MIB,
-        elapsed.as_secs_f64(),
-        (size / MIB) as f64 / elapsed.as_secs_f64(),
-        p / 1024,
-        c / 1024,
-        RSS_LIMIT_KIB / 1024
+/// Item 1 over the push profile: S3 → provider dpf → HTTP push into the consumer's tus ingest
+/// endpoint → consumer dpf → S3 (another bucket), byte-identical, each data plane's peak RSS
+/// under 200 MiB. 256 MiB instead of 1 GiB, for CI time (see the module docs). The provider
+/// pushes in checkpointed segments (a POST, then tus PATCHes); the consumer carries one
+/// multipart upload across them (its state in the flow's checkpoint after each part) and
+/// commits it at `completed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_to_s3_pushed_across_two_data_planes_with_bounded_memory() {
+    let _serial = system_tests::serial().await;
+    let w = TwoPlanes::start("pushed", 2).await;
+    let (provider, consumer) = (&w.provider.base_url, &w.consumer.base_url);
+    let began = Instant::now();
+    let mut prepare = flow_message("s3push", PUSH, "d", "c");
+    prepare["metadata"] = json!({"destination": w.moto.address("pushed", "out/pushed.bin")});
+    let (status, prepared) =
+        post(&format!("{consumer}/signaling/dataflows/prepare"), &prepare).await;
+    assert_eq!(status, 200, "{prepared}");
+    let consumer_id = prepared["dataFlowId"].as_str().unwrap().to_owned();
+    let mut start = flow_message("s3push-p", PUSH, "big", "p");
+    start["dataAddress"] = prepared["dataAddress"].clone();
+    let (status, body) = post(&format!("{provider}/signaling/dataflows/start"), &start).await;
+    assert_eq!(status, 200, "{body}");
+    let provider_id = body["dataFlowId"].as_str().unwrap().to_owned();
+    started(consumer, &consumer_id, Value::Null).await;
+    let pushed = completed(provider, &provider_id, Duration::from_secs(600)).await;
+    assert_eq!(pushed["bytesTransferred"], w.size);
+    // Nothing is visible before the control plane says the upload is complete.
+    assert_eq!(
+        keys(&w.moto.store("pushed"), "out/").await,
+        Vec::<String>::new()
     );
-    assert!(p < RSS_LIMIT_KIB, "provider peak RSS {p} KiB");
-    assert!(c < RSS_LIMIT_KIB, "consumer peak RSS {c} KiB");
+    let (status, body) = post(
+        &format!("{consumer}/signaling/dataflows/{consumer_id}/completed"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let elapsed = began.elapsed();
+    let view = completed(consumer, &consumer_id, Duration::from_secs(10)).await;
+    assert!(view["checkpoint"]["sink"].is_null(), "{view}");
+    w.check("S3 → push → S3", "pushed", "out/pushed.bin", elapsed)
+        .await;
 }
 
 fn index_of(name: &Value) -> usize {
@@ -134,9 +213,11 @@ async fn a_multipart_upload_survives_two_owner_kills() {
     let expected = tokio::task::spawn_blocking(move || system_tests::pattern_sha256(&block, size));
     let args = [
         "-D",
-        "edc.dataplane.state-machine.flow.lease.time=1000",
+        // A lease long enough that a busy machine never lets a live owner's flow be taken
+        // over: only the kills below move it.
+        "edc.dataplane.state-machine.flow.lease.time=3000",
         "-D",
-        "edc.dataplane.state-machine.flow.lease.renew-interval=250",
+        "edc.dataplane.state-machine.flow.lease.renew-interval=300",
         "-D",
         "edc.dataplane.state-machine.claim.interval=100",
         "-D",
@@ -361,98 +442,4 @@ async fn terminate_aborts_the_multipart_upload() {
     }
     let view = get(&format!("{base}/dataflows/{id}")).await.1;
     assert_eq!(view["state"], "TERMINATED", "{view}");
-}
-
-/// Item 6: a missing bucket, wrong credentials and a denied endpoint end the flow with a clear
-/// reason (TERMINATED, `errored`), never a hang.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_object_addresses_fail_with_a_clear_reason() {
-    let _serial = system_tests::serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let moto = MotoServer::start(dir.path());
-    moto.create_bucket("present").await;
-    put_pattern(&moto.store("present"), "x.bin", 1000, 3).await;
-    let azurite = Azurite::start(dir.path());
-    azurite.create_container("bad-input").await;
-    let data = DataServer::start();
-    let sink = data.upload_url("sink");
-    let provider = plane(dir.path(), "provider", &[]);
-    let base = provider.base_url.clone();
-
-    let mut wrong_key = azurite.address("bad-input", "x.bin");
-    wrong_key["accountKey"] = json!("d3Jvbmcga2V5IGZvciB0aGUgZGV2IGFjY291bnQ=");
-    let cases = [
-        ("no-bucket", moto.address("absent", "x.bin"), "not found"),
-        ("wrong-key", wrong_key, "refused the credentials"),
-        (
-            "no-key",
-            json!({"type": "AmazonS3", "bucketName": "present"}),
-            "keyName",
-        ),
-    ];
-    for (name, address, reason) in cases {
-        put_dataset(&base, name, &address).await;
-        let mut start = flow_message(name, PUSH, name, "p");
-        start["dataAddress"] = json!({"endpointType": PUSH, "endpoint": sink});
-        let began = Instant::now();
-        let (status, body) = post(&format!("{base}/signaling/dataflows/start"), &start).await;
-        let detail = if status == 200 {
-            let id = body["dataFlowId"].as_str().unwrap();
-            let view = wait_flow(&base, id, Duration::from_secs(60), |v| {
-                v["state"] == "TERMINATED"
-            })
-            .await;
-            view["errorDetail"].as_str().unwrap_or_default().to_owned()
-        } else {
-            assert!((400..500).contains(&status), "{name}: {status} {body}");
-            body.to_string()
-        };
-        println!("{name}: {:.1} s: {detail}", began.elapsed().as_secs_f64());
-        assert!(detail.contains(reason), "{name}: {detail}");
-        assert!(
-            !detail.contains("testing") && !detail.contains("d3Jvbmcga2V5"),
-            "{name} leaks a secret: {detail}"
-        );
-    }
-
-    // A destination bucket that does not exist: the consumer's flow fails with the reason.
-    let source = data.put("small", Content::Bytes(random_bytes(1000, 4)));
-    let id = prepare_pull(&base, "to-absent", &moto.address("absent", "y.bin")).await;
-    started(
-        &base,
-        &id,
-        json!({"endpointType": PULL, "endpoint": source}),
-    )
-    .await;
-    let view = wait_flow(&base, &id, Duration::from_secs(60), |v| {
-        v["state"] == "TERMINATED"
-    })
-    .await;
-    let detail = view["errorDetail"].as_str().unwrap_or_default();
-    println!("destination bucket absent: {detail}");
-    assert!(detail.contains("not found"), "{detail}");
-
-    // A data plane that denies loopback refuses the same endpoint override.
-    let strict = plane(
-        dir.path(),
-        "strict",
-        &["-D", "dpf.transfer.denied-networks=127.0.0.0/8"],
-    );
-    let strict_base = strict.base_url.clone();
-    put_dataset(&strict_base, "denied", &moto.address("present", "x.bin")).await;
-    let mut start = flow_message("denied", PUSH, "denied", "p");
-    start["dataAddress"] = json!({"endpointType": PUSH, "endpoint": "http://example.invalid/sink"});
-    let (status, body) = post(&format!("{strict_base}/signaling/dataflows/start"), &start).await;
-    let detail = if status == 200 {
-        let id = body["dataFlowId"].as_str().unwrap();
-        let view = wait_flow(&strict_base, id, Duration::from_secs(60), |v| {
-            v["state"] == "TERMINATED"
-        })
-        .await;
-        view["errorDetail"].as_str().unwrap_or_default().to_owned()
-    } else {
-        body.to_string()
-    };
-    println!("denied endpoint: {status}: {detail}");
-    assert!(detail.contains("denied network"), "{detail}");
 }

@@ -105,6 +105,13 @@ impl Runner {
         self.flows().values().filter(|t| t.running()).count()
     }
 
+    /// Whether a task (a pipeline, an ingest upload) runs for `flow_id` now.
+    pub(crate) fn is_running(&self, flow_id: &str) -> bool {
+        self.flows()
+            .get(flow_id)
+            .is_some_and(LocalTransfer::running)
+    }
+
     /// The running tasks with their epochs.
     pub(crate) fn running_tasks(&self) -> Vec<(String, i64)> {
         self.flows()

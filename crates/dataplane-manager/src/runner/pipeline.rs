@@ -170,6 +170,55 @@ where
 
 type Shared = Arc<tokio::sync::Mutex<ByteStream>>;
 
+/// An input written in segments, each by one [`DataSink::write`] that ends with the data
+/// acknowledged (a pipeline attempt, an upload to the ingest endpoint).
+pub(crate) struct Segments {
+    shared: Shared,
+    exhausted: Arc<AtomicBool>,
+    content_type: Option<String>,
+}
+
+impl Segments {
+    pub(crate) fn new(input: SourceStream) -> Self {
+        // Fused: segments after the end ask it again.
+        let stream: ByteStream = Box::pin(input.stream.fuse());
+        Self {
+            shared: Arc::new(tokio::sync::Mutex::new(stream)),
+            exhausted: Arc::new(AtomicBool::new(false)),
+            content_type: input.content_type,
+        }
+    }
+
+    /// Whether the input ended.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Acquire)
+    }
+
+    /// Writes the next segment (at most `max_bytes`, or `interval` once data passed) to `sink`
+    /// at `position`; the bytes written.
+    pub(crate) async fn write_next(
+        &self,
+        sink: &dyn DataSink,
+        position: u64,
+        max_bytes: u64,
+        interval: Duration,
+    ) -> Result<u64, TransferError> {
+        let stream = segment(
+            self.shared.clone(),
+            self.exhausted.clone(),
+            max_bytes,
+            interval,
+        );
+        sink.write(SourceStream {
+            stream,
+            size: None,
+            content_type: self.content_type.clone(),
+            offset: position,
+        })
+        .await
+    }
+}
+
 /// The next segment of a shared stream: ends after `max_bytes`, after `interval` once some data
 /// passed, or with the source (then `exhausted` is set).
 fn segment(
@@ -298,9 +347,7 @@ where
         sink.finish(started_at + written).await?;
         return Ok(report(started_at + written));
     }
-    let content_type = input.content_type.clone();
-    let shared: Shared = Arc::new(tokio::sync::Mutex::new(input.stream));
-    let exhausted = Arc::new(AtomicBool::new(false));
+    let segments = Segments::new(input);
     let mut position = started_at;
     loop {
         // Checkpoints disabled (`bytes == 0`): one segment, unless the sink returns early (a
@@ -309,16 +356,9 @@ where
             0 => (u64::MAX, Duration::MAX),
             bytes => (bytes, policy.interval),
         };
-        let stream = segment(shared.clone(), exhausted.clone(), max_bytes, interval);
-        let written = sink
-            .write(SourceStream {
-                stream,
-                size: None,
-                content_type: content_type.clone(),
-                offset: position,
-            })
+        position += segments
+            .write_next(sink.as_ref(), position, max_bytes, interval)
             .await?;
-        position += written;
         let state = sink.state();
         // A sink with a state may resume before the recorded checkpoint (its staged tail was
         // not yet committed): the checkpoint never moves back, the state tells the truth.
@@ -333,7 +373,7 @@ where
                 sink: state,
             })
             .await?;
-        if exhausted.load(Ordering::Acquire) {
+        if segments.exhausted() {
             sink.finish(position).await?;
             return Ok(report(position));
         }

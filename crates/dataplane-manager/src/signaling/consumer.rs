@@ -36,9 +36,13 @@ impl DataPlane {
                 let address = ResourceAddress::from_json(value.clone()).map_err(|e| {
                     DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
                 })?;
-                self.check_address(&address).map_err(|e| {
+                let address = self.check_address(&address).map_err(|e| {
                     DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
-                })?
+                })?;
+                self.check_transfer(&address, true).map_err(|e| {
+                    DataPlaneError::InvalidInput(format!("metadata.destination: {e}"))
+                })?;
+                address
             }
             // Beneath the file root, named by the flow id: unique, whatever the process id.
             None => self

@@ -52,6 +52,7 @@ impl DataPlane {
                 "terminate",
             )
             .await?;
+        self.terminated_staged(&stopped).await;
         Ok(Outcome {
             message: message(&stopped, None, None),
         })
@@ -241,6 +242,20 @@ impl DataPlane {
                 flow.id
             )));
         }
+        if flow.state == DataFlowState::Started {
+            // A staged upload (consumer push into object storage) is committed first: a
+            // failure leaves the flow STARTED.
+            self.finish_staged(&flow).await?;
+        }
+        // The committed upload's state is not kept: nothing is left to abort.
+        let update = FlowUpdate {
+            checkpoint: flow
+                .checkpoint
+                .clone()
+                .filter(|c| c.sink.is_some())
+                .map(|c| dataplane_spi::Checkpoint { sink: None, ..c }),
+            ..FlowUpdate::default()
+        };
         let completed = self
             .store
             .transition(
@@ -248,7 +263,7 @@ impl DataPlane {
                 &[DataFlowState::Started],
                 DataFlowState::Completed,
                 None,
-                &FlowUpdate::default(),
+                &update,
             )
             .await
             .map_err(|e| DataPlaneError::transition("complete", e))?;

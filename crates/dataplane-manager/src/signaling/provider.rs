@@ -39,9 +39,14 @@ impl DataPlane {
                     msg.dataset_id, msg.dataset_id
                 ))
             })?;
+        self.check_transfer(&source, false).map_err(|e| {
+            DataPlaneError::InvalidInput(format!("dataset '{}': {e}", msg.dataset_id))
+        })?;
         let (destination, token) = match (kind, &msg.data_address) {
             (FlowKind::ProviderPush, Some(address)) => {
                 let resource = self.resource_of(address)?;
+                self.check_transfer(&resource, true)
+                    .map_err(|e| DataPlaneError::InvalidInput(format!("dataAddress: {e}")))?;
                 (Some(resource.to_json()), None)
             }
             (FlowKind::ProviderPush, None) => {

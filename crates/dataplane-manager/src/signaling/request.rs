@@ -6,7 +6,7 @@ use dataplane_spi::{
 };
 
 use super::TOKEN_KEY;
-use crate::datasets::check_address;
+use crate::datasets::{check_address, check_with_transfers};
 use crate::{DataPlane, DataPlaneError};
 
 type Result<T> = std::result::Result<T, DataPlaneError>;
@@ -35,6 +35,13 @@ impl DataPlane {
     /// it as it is stored and used.
     pub(crate) fn check_address(&self, address: &ResourceAddress) -> Result<ResourceAddress> {
         check_address(address, &self.known_types(), &self.config.address_policy)
+    }
+
+    /// Has the transfer registry create the source (`as_sink` false) or sink of `address` once,
+    /// which sends nothing: for the types it checks itself (object storage: bucket, key,
+    /// endpoint and the address policy), a bad address is refused before any flow exists.
+    pub(crate) fn check_transfer(&self, address: &ResourceAddress, as_sink: bool) -> Result<()> {
+        check_with_transfers(&self.transfers, address, as_sink)
     }
 
     pub(crate) fn check_message(&self, msg: &DataFlowMessage) -> Result<()> {

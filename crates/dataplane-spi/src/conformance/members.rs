@@ -222,3 +222,66 @@ pub async fn remove_member_and_release_free_flows(store: Arc<dyn DataFlowStore>)
         vec![2, 3, 3]
     );
 }
+
+/// A load report written with the renewal comes back with the member, stamped with the store's
+/// time; a renewal without one keeps it; a fenced incarnation cannot write one.
+pub async fn member_load_reports_round_trip(store: Arc<dyn super::ClusterStore>) {
+    store
+        .register_member(&member("a", "inc-1", LONG_LEASE_MS))
+        .await
+        .unwrap();
+    store
+        .register_member(&member("b", "inc-1", LONG_LEASE_MS))
+        .await
+        .unwrap();
+    let report = crate::LoadReport {
+        running: 3,
+        capacity: 8,
+        bytes_per_second: 1_000_000,
+        profiles: vec!["p1".into(), "p2".into()],
+        dataplane_id: Some("dp-a".into()),
+        endpoint: Some("http://a.example/signaling".into()),
+        labels: vec!["eu".into()],
+        allowed_source_types: vec!["HttpData".into()],
+    };
+    let before = store.member_loads().await.unwrap();
+    if before.members.is_empty() {
+        // A coordinator without load reports: renewing with one says so.
+        assert!(store
+            .renew_member_reporting("a", "inc-1", LONG_LEASE_MS, &report)
+            .await
+            .unwrap()
+            .is_none());
+        return;
+    }
+    assert!(before.members.iter().all(|m| m.report.is_none()));
+    let renewed = store
+        .renew_member_reporting("a", "inc-1", LONG_LEASE_MS, &report)
+        .await
+        .unwrap()
+        .expect("this coordinator keeps load reports");
+    assert_eq!(renewed.runtime_id, "a");
+    store
+        .renew_member("a", "inc-1", LONG_LEASE_MS)
+        .await
+        .unwrap();
+    let loads = store.member_loads().await.unwrap();
+    let ids: Vec<&str> = loads
+        .members
+        .iter()
+        .map(|m| m.member.runtime_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["a", "b"]);
+    let a = &loads.members[0];
+    assert_eq!(a.report.as_ref(), Some(&report));
+    let at = a.reported_at.expect("reported_at");
+    assert!(at <= loads.now, "{at} after {}", loads.now);
+    assert!(at >= before.now, "{at} before {}", before.now);
+    assert!(loads.members[1].report.is_none());
+    assert!(matches!(
+        store
+            .renew_member_reporting("a", "inc-2", LONG_LEASE_MS, &report)
+            .await,
+        Err(StoreError::MembershipLost(_))
+    ));
+}

@@ -111,6 +111,9 @@ macro_rules! coordinator_conformance {
             leader_election_and_terms,
             leader_duties,
         );
+        $crate::conformance_cases!($factory; members;
+            member_load_reports_round_trip,
+        );
     };
 }
 

@@ -1,16 +1,14 @@
 //! `dpfctl cluster kv ...`: reading, writing and watching the key-value store.
 
 use anyhow::{anyhow, Context, Result};
-use futures::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 
 use crate::api::{encode_path, http_error, Api, Body};
 use crate::cli::KvCommand;
 use crate::output::{cell, print_json, print_object, print_table, OutputFormat};
-use crate::sse;
 
-use super::{emit, innermost_cause, is_client_error, one_line, or_dash, Backoff, Exit};
+use super::{emit, is_client_error, one_line, or_dash, read_events, Backoff, Exit};
 
 /// `dpfctl cluster kv ...`
 pub(super) async fn kv(api: &Api, command: KvCommand, output: OutputFormat) -> Result<()> {
@@ -195,55 +193,40 @@ pub(super) async fn watch_kv(
             }
         };
         connected = true;
-        let mut parser = sse::Parser::new();
-        let mut body = response.bytes_stream();
-        let cause = loop {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    backoff.reset();
-                    for event in parser.push(&chunk) {
-                        match event.event.as_str() {
-                            "PUT" | "DELETE" => {
-                                let data: Value =
-                                    serde_json::from_str(&event.data).with_context(|| {
-                                        format!("the data plane sent a bad event: {}", event.data)
-                                    })?;
-                                let revision = event
-                                    .id
-                                    .as_deref()
-                                    .and_then(|id| id.trim().parse::<i64>().ok())
-                                    .or_else(|| data.get("revision").and_then(Value::as_i64))
-                                    .ok_or_else(|| {
-                                        anyhow!("the data plane sent an event without revision")
-                                    })?;
-                                if revision <= last {
-                                    continue; // seen before a reconnection
-                                }
-                                match output {
-                                    OutputFormat::Json => emit(&data.to_string())?,
-                                    OutputFormat::Text => emit(&format!(
-                                        "{revision} {} {} {}",
-                                        event.event,
-                                        one_line(&cell(data.get("key"))),
-                                        one_line(&cell(data.get("value")))
-                                    ))?,
-                                }
-                                last = revision;
-                            }
-                            "compacted" => {
-                                let oldest = serde_json::from_str::<Value>(&event.data)
-                                    .ok()
-                                    .and_then(|v| v.get("compacted").and_then(Value::as_i64));
-                                return Err(compacted(prefix, last, oldest));
-                            }
-                            _ => {}
-                        }
-                    }
+        let cause = read_events(response, &mut backoff, |event| match event.event.as_str() {
+            "PUT" | "DELETE" => {
+                let data: Value = serde_json::from_str(&event.data)
+                    .with_context(|| format!("the data plane sent a bad event: {}", event.data))?;
+                let revision = event
+                    .id
+                    .as_deref()
+                    .and_then(|id| id.trim().parse::<i64>().ok())
+                    .or_else(|| data.get("revision").and_then(Value::as_i64))
+                    .ok_or_else(|| anyhow!("the data plane sent an event without revision"))?;
+                if revision <= last {
+                    return Ok(()); // seen before a reconnection
                 }
-                Some(Err(error)) => break innermost_cause(&error),
-                None => break "the data plane ended the stream".to_owned(),
+                match output {
+                    OutputFormat::Json => emit(&data.to_string())?,
+                    OutputFormat::Text => emit(&format!(
+                        "{revision} {} {} {}",
+                        event.event,
+                        one_line(&cell(data.get("key"))),
+                        one_line(&cell(data.get("value")))
+                    ))?,
+                }
+                last = revision;
+                Ok(())
             }
-        };
+            "compacted" => {
+                let oldest = serde_json::from_str::<Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v.get("compacted").and_then(Value::as_i64));
+                Err(compacted(prefix, last, oldest))
+            }
+            _ => Ok(()),
+        })
+        .await?;
         eprintln!("note: the watch was interrupted ({cause}); reconnecting from revision {last}");
     }
 }

@@ -3,15 +3,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
-use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::api::Api;
 use crate::output::{cell, print_json, print_table, OutputFormat};
-use crate::sse;
 
-use super::{as_list, emit, innermost_cause, is_client_error, or_dash, status_of, Backoff};
+use super::{as_list, emit, is_client_error, or_dash, read_events, status_of, Backoff};
 
 pub(super) async fn members(api: &Api, output: OutputFormat) -> Result<()> {
     let answer = api.get(&["cluster", "members"], &[]).await?;
@@ -83,25 +81,16 @@ pub(super) async fn watch_members(api: &Api, output: OutputFormat) -> Result<()>
             }
         };
         connected = true;
-        let mut parser = sse::Parser::new();
-        let mut body = response.bytes_stream();
-        let cause = loop {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    backoff.reset();
-                    for event in parser.push(&chunk) {
-                        let Ok(member) = serde_json::from_str::<Value>(&event.data) else {
-                            continue;
-                        };
-                        for (kind, member) in apply_member_event(&mut known, &event.event, member) {
-                            print_member_event(kind, &member, output)?;
-                        }
-                    }
-                }
-                Some(Err(error)) => break innermost_cause(&error),
-                None => break "the data plane ended the stream".to_owned(),
+        let cause = read_events(response, &mut backoff, |event| {
+            let Ok(member) = serde_json::from_str::<Value>(&event.data) else {
+                return Ok(());
+            };
+            for (kind, member) in apply_member_event(&mut known, &event.event, member) {
+                print_member_event(kind, &member, output)?;
             }
-        };
+            Ok(())
+        })
+        .await?;
         eprintln!("note: the members watch was interrupted ({cause}); reconnecting");
     }
 }
