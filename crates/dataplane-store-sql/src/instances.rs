@@ -5,7 +5,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use selector_spi::{
     DataPlaneId, DataPlaneInstance, DataPlaneInstanceStore, DataPlaneRegistration, InstanceState,
-    SelectorError, SelectorResult,
+    RegisteredLoad, SelectorError, SelectorResult,
 };
 
 use crate::db::{micros, with_conn, write_tx, DbError, Kind};
@@ -13,16 +13,17 @@ use crate::SqlStore;
 
 const INSERT_COLUMNS: &str =
     "id, endpoint, profiles, allowed_source_types, labels, properties, auth_entry, \
-                       turn_count, last_active, state, created_at, updated_at, ttl_seconds";
+                       turn_count, last_active, state, created_at, updated_at, ttl_seconds, load_report, load_reported_at";
 
 /// The columns as read: a selectable instance whose `ttl_seconds` passed since its last
-/// registration reads as UNAVAILABLE (by the database clock).
+/// registration reads as UNAVAILABLE (by the database clock); `read_at` is that clock, which
+/// ages the load the instance registered with.
 const COLUMNS: &str =
     "id, endpoint, profiles, allowed_source_types, labels, properties, auth_entry, \
      turn_count, last_active, \
      CASE WHEN ttl_seconds IS NOT NULL AND state IN ('REGISTERED', 'AVAILABLE') \
        AND updated_at + ttl_seconds * 1000000 <= {now} THEN 'UNAVAILABLE' ELSE state END AS state, \
-     created_at, updated_at, ttl_seconds";
+     created_at, updated_at, ttl_seconds, load_report, load_reported_at, {now} AS read_at";
 
 #[derive(QueryableByName)]
 struct InstanceRow {
@@ -52,6 +53,12 @@ struct InstanceRow {
     updated_at: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     ttl_seconds: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    load_report: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    load_reported_at: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    read_at: i64,
 }
 
 fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> SelectorResult<T> {
@@ -61,6 +68,15 @@ fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> SelectorRes
 
 impl InstanceRow {
     fn into_instance(self) -> SelectorResult<DataPlaneInstance> {
+        let ttl_seconds = self.ttl_seconds.and_then(|t| u64::try_from(t).ok());
+        let load = match (self.load_report.as_deref(), self.load_reported_at) {
+            (Some(report), Some(at)) => Some(json::<RegisteredLoad>("load_report", report)?.at(
+                micros(at),
+                micros(self.read_at),
+                ttl_seconds,
+            )),
+            _ => None,
+        };
         Ok(DataPlaneInstance {
             id: DataPlaneId::new(self.id),
             endpoint: self.endpoint,
@@ -78,8 +94,8 @@ impl InstanceRow {
             state: InstanceState::parse(&self.state)?,
             created_at: micros(self.created_at),
             updated_at: micros(self.updated_at),
-            ttl_seconds: self.ttl_seconds.and_then(|t| u64::try_from(t).ok()),
-            load: None,
+            ttl_seconds,
+            load,
         })
     }
 }
@@ -95,6 +111,7 @@ struct Definition {
     auth_entry: Option<String>,
     state: Option<String>,
     ttl_seconds: Option<i64>,
+    load_report: Option<String>,
 }
 
 impl Definition {
@@ -118,6 +135,7 @@ impl Definition {
             ttl_seconds: registration
                 .ttl_seconds
                 .map(|t| i64::try_from(t).unwrap_or(i64::MAX / 1_000_000)),
+            load_report: registration.load.as_ref().map(encode).transpose()?,
         })
     }
 }
@@ -151,7 +169,8 @@ impl DataPlaneInstanceStore for SqlStore {
             .run(move |pools| {
                 let sql = format!(
                     "INSERT INTO dataplane_instances ({INSERT_COLUMNS}) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}, ?) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}, ?, \
+             ?, CASE WHEN ? IS NOT NULL THEN {{now}} END) \
                      RETURNING {COLUMNS}"
                 );
                 with_conn!(pools, |conn, backend| {
@@ -165,6 +184,8 @@ impl DataPlaneInstanceStore for SqlStore {
                         .bind::<Nullable<Text>, _>(&d.auth_entry)
                         .bind::<Nullable<Text>, _>(&d.state)
                         .bind::<Nullable<BigInt>, _>(d.ttl_seconds)
+                        .bind::<Nullable<Text>, _>(&d.load_report)
+                        .bind::<Nullable<Text>, _>(&d.load_report)
                         .load::<InstanceRow>(conn)?;
                     one(rows, &d.id)
                 })
@@ -188,11 +209,13 @@ impl DataPlaneInstanceStore for SqlStore {
         // first registrations on PostgreSQL — the stored row is right either way.
         let sql = format!(
             "INSERT INTO dataplane_instances ({INSERT_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}, ?) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, COALESCE(?, 'REGISTERED'), {{now}}, {{now}}, ?, \
+             ?, CASE WHEN ? IS NOT NULL THEN {{now}} END) \
              ON CONFLICT (id) DO UPDATE SET endpoint = excluded.endpoint, profiles = excluded.profiles, \
                allowed_source_types = excluded.allowed_source_types, labels = excluded.labels, \
                properties = excluded.properties, auth_entry = excluded.auth_entry, \
                updated_at = excluded.updated_at, ttl_seconds = excluded.ttl_seconds, \
+               load_report = excluded.load_report, load_reported_at = excluded.load_reported_at, \
                state = CASE WHEN ? IS NOT NULL THEN excluded.state \
                             WHEN dataplane_instances.state = 'UNREGISTERED' THEN 'REGISTERED' \
                             ELSE dataplane_instances.state END \
@@ -216,6 +239,8 @@ impl DataPlaneInstanceStore for SqlStore {
                         .bind::<Nullable<Text>, _>(&d.auth_entry)
                         .bind::<Nullable<Text>, _>(&d.state)
                         .bind::<Nullable<BigInt>, _>(d.ttl_seconds)
+                        .bind::<Nullable<Text>, _>(&d.load_report)
+                        .bind::<Nullable<Text>, _>(&d.load_report)
                         .bind::<Nullable<Text>, _>(&d.state)
                         .load::<InstanceRow>(conn)?;
                     Ok((one(rows, &d.id)?, existing.is_empty()))

@@ -157,10 +157,22 @@ pub async fn run_data_plane_process(
         }
     };
     let registration_task = client.map(|client| {
+        let registration = registration_for(&config, &plane);
+        if mode == SelectorMode::Embedded {
+            // The embedded selector follows the cluster: load and liveness come from its members.
+            return spawn_self_registration(
+                client,
+                move || registration.clone(),
+                Duration::from_secs(30),
+            );
+        }
+        // A remote selector learns this replica's load and liveness from its renewals only.
+        let (interval, ttl) = remote_registration_timing(plane.config().renew_interval);
+        let plane = plane.clone();
         spawn_self_registration(
             client,
-            registration_for(&config, &plane),
-            Duration::from_secs(30),
+            move || with_load(registration.clone(), &plane, ttl),
+            interval,
         )
     });
 

@@ -69,19 +69,57 @@ pub fn remote_selector_client(
         .context("cannot build the selector client (edc.dpf.selector.url, dpf.tls.ca)")
 }
 
+/// How often a replica renews its registration with a remote selector, and the `ttlSeconds`
+/// it registers with: every 4 lease renewals but at most every 2 s, and a TTL of three
+/// renewals (rounded up to whole seconds), so a replica that died is UNAVAILABLE there soon.
+pub fn remote_registration_timing(renew_interval: Duration) -> (Duration, u64) {
+    let interval = (renew_interval * 4).max(Duration::from_secs(2));
+    let ttl = (interval * 3).as_millis().div_ceil(1000);
+    (interval, u64::try_from(ttl).unwrap_or(u64::MAX).max(1))
+}
+
+/// `registration` with `ttl_seconds` and the replica's current load (the numbers its lease
+/// renewals publish to the cluster), as a data plane renews it with a remote selector. Once the
+/// replica reported itself IDLE or HEALTHY it registers as AVAILABLE with its load; before
+/// (its numbers are not counted yet) with neither, so the selector shows no load rather than a
+/// wrong one.
+pub fn with_load(
+    mut registration: DataPlaneRegistration,
+    plane: &DataPlane,
+    ttl_seconds: u64,
+) -> DataPlaneRegistration {
+    registration.ttl_seconds = Some(ttl_seconds);
+    let membership = plane.membership();
+    let counted = membership
+        .reported_state()
+        .is_some_and(|state| matches!(state.as_str(), "IDLE" | "HEALTHY"));
+    registration.state = counted.then_some(selector_spi::InstanceState::Available);
+    registration.load =
+        membership
+            .load()
+            .filter(|_| counted)
+            .map(|report| selector_spi::RegisteredLoad {
+                running: report.running,
+                capacity: report.capacity,
+                bytes_per_second: report.bytes_per_second,
+            });
+    registration
+}
+
 /// Registers with the selector now and every `interval` (the DPS registration is idempotent,
-/// so a selector that lost its state learns about this replica again). An unreachable
-/// selector is a warning and a retry with backoff, never a crash.
+/// so a selector that lost its state learns about this replica again), with the registration
+/// `registration` builds at that moment (its current load, say). An unreachable selector is a
+/// warning and a retry with backoff, never a crash.
 pub fn spawn_self_registration(
     client: Arc<dyn SelectorClient>,
-    registration: DataPlaneRegistration,
+    registration: impl Fn() -> DataPlaneRegistration + Send + 'static,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         let mut registered = false;
         loop {
-            match client.register(&registration).await {
+            match client.register(&registration()).await {
                 Ok(instance) => {
                     if !registered {
                         tracing::info!(dataplane = %instance.id, endpoint = %instance.endpoint, "registered with the selector");
@@ -131,3 +169,17 @@ impl selector_spi::CandidateFilter for BaselineFilter {
 
 /// Where the embedded launcher serves the selector API.
 pub const EMBEDDED_SELECTOR_PATH: &str = "/api/v1/selector";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_registrations_renew_every_few_lease_renewals_with_a_ttl_of_three() {
+        let ms = Duration::from_millis;
+        assert_eq!(remote_registration_timing(ms(500)), (ms(2_000), 6));
+        assert_eq!(remote_registration_timing(ms(100)), (ms(2_000), 6));
+        assert_eq!(remote_registration_timing(ms(1_000)), (ms(4_000), 12));
+        assert_eq!(remote_registration_timing(ms(1_100)), (ms(4_400), 14));
+    }
+}

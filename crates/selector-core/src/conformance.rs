@@ -185,6 +185,52 @@ pub async fn ttl_expires_until_renewed(store: Arc<dyn DataPlaneInstanceStore>) {
     );
 }
 
+/// The load a registration carries is stored with the instance, shown aged from the
+/// registration, stale once older than its `ttlSeconds`, replaced by a renewal and dropped by a
+/// registration without one.
+pub async fn registered_load_is_kept_and_aged(store: Arc<dyn DataPlaneInstanceStore>) {
+    let mut registration = registration("loaded");
+    registration.ttl_seconds = Some(1);
+    registration.load = Some(selector_spi::RegisteredLoad {
+        running: 2,
+        capacity: 2,
+        bytes_per_second: 7,
+    });
+    let (created, _) = store.upsert(&registration).await.unwrap();
+    let load = created.load.expect("the registered load is shown");
+    assert_eq!(
+        (load.running, load.capacity, load.bytes_per_second),
+        (2, 2, 7)
+    );
+    assert!(!load.stale && load.at_capacity, "{load:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let aged = store.find("loaded").await.unwrap().unwrap().load.unwrap();
+    assert_eq!(aged.reported_at, load.reported_at);
+    assert!(
+        aged.age_ms >= 1_000 && aged.stale && !aged.at_capacity,
+        "{aged:?}"
+    );
+    registration.load = Some(selector_spi::RegisteredLoad::default());
+    let (renewed, _) = store.upsert(&registration).await.unwrap();
+    let fresh = renewed.load.unwrap();
+    assert!(
+        fresh.reported_at > load.reported_at && !fresh.stale,
+        "{fresh:?}"
+    );
+    assert_eq!(
+        store.list().await.unwrap()[0]
+            .load
+            .as_ref()
+            .unwrap()
+            .running,
+        0
+    );
+    registration.load = None;
+    let (plain, _) = store.upsert(&registration).await.unwrap();
+    assert_eq!(plain.load, None);
+    assert_eq!(store.find("loaded").await.unwrap().unwrap().load, None);
+}
+
 /// Generates one `#[tokio::test]` per conformance case. `$factory` is an async expression
 /// evaluating to a fresh, empty `Arc<dyn DataPlaneInstanceStore>`.
 #[macro_export]
@@ -199,6 +245,7 @@ macro_rules! instance_store_conformance {
             set_state_persists,
             sequences_are_atomic,
             ttl_expires_until_renewed,
+            registered_load_is_kept_and_aged,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

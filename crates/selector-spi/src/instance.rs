@@ -266,7 +266,9 @@ impl DataPlaneInstance {
             created_at: now,
             updated_at: now,
             ttl_seconds: registration.ttl_seconds,
-            load: None,
+            load: registration
+                .load
+                .map(|load| load.at(now, now, registration.ttl_seconds)),
         }
     }
 
@@ -278,12 +280,17 @@ impl DataPlaneInstance {
         })
     }
 
-    /// This instance as seen at `now`: a selectable instance whose TTL expired is UNAVAILABLE.
+    /// This instance as seen at `now`: a selectable instance whose TTL expired is UNAVAILABLE,
+    /// and the load it registered with is aged (and stale once older than its TTL).
     #[must_use]
     pub fn with_ttl_applied(mut self, now: DateTime<Utc>) -> Self {
         if self.state.is_selectable() && self.ttl_expired(now) {
             self.state = InstanceState::Unavailable;
         }
+        self.load = self.load.map(|load| {
+            load.registered()
+                .at(load.reported_at, now, self.ttl_seconds)
+        });
         self
     }
 
@@ -340,7 +347,7 @@ impl DataPlaneInstance {
 }
 
 /// The DPS `DataPlaneRegistrationMessage` (`PUT /dataplanes`), plus dpf's optional extensions
-/// (`allowedSourceTypes`, `properties`, `state`).
+/// (`allowedSourceTypes`, `properties`, `state`, `ttlSeconds`, `load`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPlaneRegistration {
@@ -370,6 +377,11 @@ pub struct DataPlaneRegistration {
     /// again (a registration renews it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// dpf extension: the data plane's current load (a data plane registering with a remote
+    /// selector sends it with every renewal); shown as the instance's `load`, aged from this
+    /// registration and stale after `ttlSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::RegisteredLoad>,
 }
 
 impl DataPlaneRegistration {
@@ -385,6 +397,7 @@ impl DataPlaneRegistration {
             properties: BTreeMap::new(),
             state: None,
             ttl_seconds: None,
+            load: None,
         }
     }
 

@@ -26,7 +26,7 @@ pub use instance::{
     is_credential_name, AuthorizationEntry, DataPlaneId, DataPlaneInstance, DataPlaneRegistration,
     InstanceState, REDACTED,
 };
-pub use load::InstanceLoad;
+pub use load::{InstanceLoad, RegisteredLoad, REGISTERED_LOAD_STALE_AFTER_MS};
 pub use registry::{StrategyRegistry, StrategyRegistryBuilder, DEFAULT_STRATEGY};
 pub use request::SelectionRequest;
 pub use selector::{CandidateFilter, DataPlaneSelector};

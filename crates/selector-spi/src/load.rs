@@ -56,3 +56,58 @@ impl InstanceLoad {
         }
     }
 }
+
+/// dpf extension of a registration: the load a data plane reports when it registers with a
+/// selector that does not share its cluster's store (`load` of the registration). The
+/// selector stamps it with its own clock when it stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredLoad {
+    /// Transfers running on the data plane.
+    #[serde(default)]
+    pub running: u64,
+    /// Most transfers it runs at once; 0 = unlimited.
+    #[serde(default)]
+    pub capacity: u64,
+    /// Bytes per second it moved over its last reporting interval.
+    #[serde(default)]
+    pub bytes_per_second: u64,
+}
+
+/// Age (ms) from which a load reported with a registration without `ttlSeconds` is stale.
+pub const REGISTERED_LOAD_STALE_AFTER_MS: u64 = 90_000;
+
+impl RegisteredLoad {
+    /// This report as the selector shows it at `now`, reported at `reported_at`: stale once
+    /// older than the registration's `ttl_seconds` (or [`REGISTERED_LOAD_STALE_AFTER_MS`]).
+    pub fn at(
+        &self,
+        reported_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        ttl_seconds: Option<u64>,
+    ) -> InstanceLoad {
+        let age = u64::try_from((now - reported_at).num_milliseconds().max(0)).unwrap_or(0);
+        let stale_after = ttl_seconds.map_or(REGISTERED_LOAD_STALE_AFTER_MS, |ttl| {
+            ttl.saturating_mul(1000)
+        });
+        InstanceLoad::new(
+            self.running,
+            self.capacity,
+            self.bytes_per_second,
+            reported_at,
+            age,
+            stale_after,
+        )
+    }
+}
+
+impl InstanceLoad {
+    /// The numbers of this load, without its timing.
+    pub fn registered(&self) -> RegisteredLoad {
+        RegisteredLoad {
+            running: self.running,
+            capacity: self.capacity,
+            bytes_per_second: self.bytes_per_second,
+        }
+    }
+}

@@ -350,3 +350,71 @@ async fn least_loaded_at_capacity() {
     assert_eq!(chosen["load"]["atCapacity"], true, "{chosen}");
     println!("all at capacity: offered {} saying so", chosen["id"]);
 }
+
+/// A data plane registering with a remote selector on a store of the selector's own renews its
+/// registration every 2 s (4 × the 250 ms renewal, at least 2 s) with `ttlSeconds: 6`, state
+/// AVAILABLE and its load: both replicas show a `load`, `least-loaded` avoids the one running throttled flows,
+/// and a SIGKILLed one is UNAVAILABLE within its TTL + 1 s and never selected after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_registrations_carry_load_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let own_store = format!("sqlite:{}", dir.path().join("selector.db").display());
+    let selector = selector(dir.path(), &own_store);
+    let url = selector.base_url.clone();
+    let data = DataServer::start();
+    let remote = format!("edc.dpf.selector.url={url}");
+    let extra = [
+        "-D",
+        remote.as_str(),
+        "-D",
+        "dpf.dataplane.max-concurrent-flows=40",
+    ];
+    let mut replicas: Vec<Launcher> = ["ra", "rb"]
+        .iter()
+        .map(|name| replica(dir.path(), "memory:", name, &extra))
+        .collect();
+    let listed = wait_instances(&url, Duration::from_secs(15), |listed| {
+        ["ra", "rb"].iter().all(|id| {
+            listed
+                .get(*id)
+                .is_some_and(|i| i["state"] == "AVAILABLE" && running(i) == Some(0))
+        })
+    })
+    .await;
+    for id in ["ra", "rb"] {
+        assert_eq!(listed[id]["ttlSeconds"], 6, "{:?}", listed[id]);
+        assert_eq!(listed[id]["load"]["capacity"], 40, "{:?}", listed[id]);
+        assert!(
+            listed[id]["load"]["reportedAt"].is_string(),
+            "{:?}",
+            listed[id]
+        );
+        assert!(listed[id]["load"]["ageMs"].is_u64(), "{:?}", listed[id]);
+    }
+
+    start_slow_flows(&replicas[0].base_url, &data, "remote-busy", 6, 8).await;
+    wait_instances(&url, Duration::from_secs(10), |listed| {
+        running(&listed["ra"]) == Some(6)
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(select(&url, "least-loaded").await, "rb");
+    }
+
+    replicas[1].kill();
+    let killed = Instant::now();
+    wait_instances(&url, Duration::from_secs(7), |listed| {
+        listed["rb"]["state"] == "UNAVAILABLE"
+    })
+    .await;
+    println!(
+        "remote registration UNAVAILABLE {} ms after the kill (ttl 6 s)",
+        killed.elapsed().as_millis()
+    );
+    assert!(killed.elapsed() <= Duration::from_secs(7));
+    for strategy in ["random", "round-robin", "oldest-next", "least-loaded"] {
+        for _ in 0..50 {
+            assert_eq!(select(&url, strategy).await, "ra", "{strategy}");
+        }
+    }
+}

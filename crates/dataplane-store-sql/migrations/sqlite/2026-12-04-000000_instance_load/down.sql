@@ -1,0 +1,2 @@
+ALTER TABLE dataplane_instances DROP COLUMN load_reported_at;
+ALTER TABLE dataplane_instances DROP COLUMN load_report;
